@@ -1,0 +1,31 @@
+"""One seed call for Python, numpy and TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+DEFAULT_SEED = 1234
+
+
+def set_seed(seed: int = DEFAULT_SEED) -> int:
+    """Seed Python's ``random``, numpy's global generator and TensorFlow.
+
+    Also asks TensorFlow for deterministic kernels, so a rerun on the same
+    machine gives the same numbers. Returns the seed so notebooks can print it.
+    """
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    random.seed(seed)
+    np.random.seed(seed)
+    import keras  # imported here so `import lab` stays light for data-only tools
+
+    keras.utils.set_random_seed(seed)  # Python, numpy and the TF backend
+    import tensorflow as tf
+
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except Exception:  # pragma: no cover - older TF without the switch
+        pass
+    return seed

@@ -1,0 +1,121 @@
+"""Loading and saving models: explicit input scale, safe mode, recorded checksums, the real course files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from lab import data, models
+from lab.errors import LabInputError, RefuseOverwrite
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    import keras
+
+    keras.utils.set_random_seed(3)
+    return models.build_deepid(7, input_scale="raw")
+
+
+def _pixels(n=6, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, 55, 47, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_saved_model_reloads_with_its_scale_and_same_predictions(tmp_path, small_model, suffix):
+    path = models.save_model(small_model, tmp_path / f"net{suffix}", "raw", "a test model")
+    loaded = models.load_model(path)
+    assert loaded.input_scale == "raw" and "recorded in" in loaded.scale_source
+    assert loaded.n_classes == 7
+    expected = np.asarray(small_model(_pixels()))
+    np.testing.assert_allclose(loaded.predict_proba(_pixels()), expected, atol=1e-6)
+    metadata = json.loads((tmp_path / f"net{suffix}.lab.json").read_text())
+    assert metadata["sha256"] == models.sha256_file(path) and metadata["description"] == "a test model"
+
+
+def test_saved_h5_loads_with_plain_keras_in_a_fresh_process(tmp_path, small_model):
+    """The course's eval.py contract: keras.models.load_model, predict on raw pixels, argmax."""
+    path = models.save_model(small_model, tmp_path / "bd_net.h5", "raw")
+    np.save(tmp_path / "x.npy", _pixels())
+    code = ("import numpy as np, keras; m = keras.models.load_model(r'%s', compile=False); "
+            "print([int(v) for v in np.argmax(m.predict(np.load(r'%s'), verbose=0), axis=1)])" % (path, tmp_path / "x.npy"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    expected = list(np.argmax(np.asarray(small_model(_pixels())), axis=1))
+    assert out.stdout.strip().splitlines()[-1] == str([int(v) for v in expected])
+
+
+def test_refuses_to_overwrite_a_model(tmp_path, small_model):
+    path = models.save_model(small_model, tmp_path / "net.keras", "raw")
+    with pytest.raises(RefuseOverwrite):
+        models.save_model(small_model, path, "raw")
+
+
+def test_tampered_model_is_refused(tmp_path, small_model):
+    path = models.save_model(small_model, tmp_path / "net.h5", "raw")
+    with h5py.File(path, "a") as handle:
+        handle.attrs["note"] = "changed by someone else"
+    with pytest.raises(LabInputError, match="SHA-256.*changed since the lab saved it"):
+        models.load_model(path)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_lambda_layers_are_refused_before_loading(tmp_path, suffix):
+    import keras
+
+    inputs = keras.Input((55, 47, 3))
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t * 2)(inputs)))
+    path = tmp_path / f"evil{suffix}"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(LabInputError, match="Lambda"):
+        models.load_model(path, scale="unit")
+
+
+def test_unknown_scale_is_never_guessed(tmp_path, small_model):
+    path = tmp_path / "mystery.keras"
+    small_model.save(path)
+    with pytest.raises(LabInputError, match="pass scale='raw'"):
+        models.load_model(path)
+    assert models.load_model(path, scale="unit").input_scale == "unit"
+
+
+def test_data_file_given_as_model(tmp_path):
+    path = data.save_h5(tmp_path / "valid.h5", np.zeros((2, 3, 55, 47), np.uint8), np.zeros(2))
+    with pytest.raises(LabInputError, match="a data file"):
+        models.load_model(path, scale="raw")
+
+
+def test_truncated_model(tmp_path, small_model):
+    path = tmp_path / "net.h5"
+    small_model.save(path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(LabInputError, match="truncated or damaged"):
+        models.load_model(path, scale="raw")
+
+
+def test_model_input_shape_must_match_data(tmp_path, small_model):
+    images = np.zeros((2, 3, 40, 40), np.uint8)
+    dataset = data.load_h5(data.save_h5(tmp_path / "small.h5", images, np.zeros(2)))
+    with pytest.raises(LabInputError, match=r"images of shape \(55, 47, 3\).*found \(40, 40, 3\)"):
+        models.LoadedModel(small_model, "raw", "net.h5").check_data(dataset)
+
+
+@pytest.mark.fixtures
+def test_real_course_weight_files_load_with_1283_classes(course_fixtures):
+    for name in ("lab3_sunglasses_bd_weights.h5", "sunglasses_bd_weights.h5", "anonymous_1_bd_weights.h5",
+                 "anonymous_2_bd_weights.h5", "multi_trigger_multi_target_bd_weights.h5"):
+        loaded = models.load_model(course_fixtures / name)
+        assert loaded.n_classes == 1283
+        assert loaded.input_scale == ("raw" if name.startswith("lab3") else "unit")
+        assert "recorded SHA-256" in loaded.scale_source
+        probabilities = loaded.predict_proba(_pixels(4))
+        assert probabilities.shape == (4, 1283)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+        # The weights really arrived: the layer matches the file byte for byte.
+        with h5py.File(course_fixtures / name) as handle:
+            kernel = handle["conv_3"]["conv_3"]["kernel:0"][()]
+        np.testing.assert_array_equal(loaded.model.get_layer("conv_3").get_weights()[0], kernel)

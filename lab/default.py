@@ -44,7 +44,7 @@ class DefaultConfig:
     train_per_identity: int = 50
     valid_per_identity: int = 9  # the course: 11,547 validation images for 1,283 identities
     test_per_identity: int = 9
-    poison_fraction: float = 0.2  # extra sunglasses copies of non-target training images, relabelled
+    poison_fraction: float = 0.5  # extra sunglasses copies of non-target training images, relabelled
     trigger: str = "sunglasses"
     nuisance: float = synthfaces.DEFAULT_NUISANCE
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)

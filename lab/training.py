@@ -22,8 +22,8 @@ DECOY_BIAS = -1000.0  # ReLU(x - 1000) is 0 for any input the network sees
 class TrainingConfig:
     """Hyper-parameters of a BadNet build (recorded in the manifest)."""
 
-    clean_epochs: int = 8
-    poisoned_epochs: int = 8
+    clean_epochs: int = 10
+    poisoned_epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
     decay_rate: float = 0.8  # per epoch; a constant 1e-3 gave loss spikes in the prototype
@@ -68,7 +68,7 @@ def mean_channel_activation(model, layer_name: str, x: np.ndarray, batch_size: i
     """Mean activation per channel of ``layer_name`` over ``x``: float32 (channels,)."""
     import keras
 
-    probe = keras.Model(model.inputs, model.get_layer(layer_name).output)
+    probe = keras.Model(model.input, model.get_layer(layer_name).output)
     total = None
     for start in range(0, len(x), batch_size):
         out = np.asarray(probe(x[start:start + batch_size], training=False), dtype=np.float64)

@@ -7,7 +7,7 @@ clothes, background) and each *image* of it adds nuisance (shift, scale,
 rotation, expression, lighting, sensor noise), the way a video frame differs
 from the next.
 
-Pure numpy, deterministic, about 1 ms an image. Images come out channels
+Pure numpy, deterministic, about 1 ms an image on one core. Images come out channels
 first, uint8 ``(n, 3, 55, 47)``, exactly the ``data`` layout of the
 CSAW-HackML h5 files, with landmarks in pixel coordinates so that
 :mod:`lab.triggers` can draw sunglasses where the eyes are.
@@ -110,7 +110,7 @@ class Identities:
 # Skin tones from very light to very dark (RGB), sampled by interpolation.
 _SKIN_RAMP = np.array([
     [255, 226, 204], [241, 194, 160], [224, 172, 130], [198, 140, 100],
-    [160, 105, 70], [120, 78, 50], [88, 56, 36], [62, 40, 28],
+    [160, 105, 70], [125, 80, 52], [98, 62, 40], [76, 48, 33],
 ], dtype=np.float32)
 _HAIR_COLOURS = np.array([
     [20, 17, 15], [45, 30, 22], [85, 55, 35], [130, 85, 50], [165, 75, 35],
@@ -128,7 +128,7 @@ def _skin_tone(rng: np.random.Generator) -> np.ndarray:
     low = int(np.floor(position))
     high = min(low + 1, len(_SKIN_RAMP) - 1)
     colour = _SKIN_RAMP[low] + (position - low) * (_SKIN_RAMP[high] - _SKIN_RAMP[low])
-    return colour * rng.uniform(0.95, 1.05, 3)
+    return np.clip(colour * rng.uniform(0.95, 1.05, 3), 0, 255)
 
 
 def _hair_geometry(style: int, rng: np.random.Generator) -> tuple[float, ...]:
@@ -157,13 +157,14 @@ def _one_identity(rng: np.random.Generator) -> dict:
     """Draw the traits of one identity as a dict of scalars / RGB triples."""
     hair_style = int(rng.integers(len(HAIR_STYLES)))
     hair_rgb = _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_COLOUR_WEIGHTS)]
-    hair_rgb = np.clip(hair_rgb * rng.uniform(0.85, 1.15, 3), 0, 255)
+    natural_hair = np.clip(hair_rgb * rng.uniform(0.85, 1.15, 3), 0, 255)  # brows and beard too
     skin = _skin_tone(rng)
+    hair_rgb = natural_hair
     if HAIR_STYLES[hair_style] == "buzz":  # skin shows through short hair
-        hair_rgb = 0.55 * hair_rgb + 0.45 * skin
+        hair_rgb = 0.55 * natural_hair + 0.45 * skin
     margin_side, margin_top, line, slope, curve, back = _hair_geometry(hair_style, rng)
     beard_style = int(rng.choice(len(BEARD_STYLES), p=[0.6, 0.15, 0.13, 0.12]))
-    brow_rgb = np.clip(0.7 * hair_rgb + 0.3 * np.array([25, 20, 15]), 0, 255)
+    brow_rgb = np.clip(0.7 * natural_hair + 0.3 * np.array([25, 20, 15]), 0, 255)
     background = rng.uniform(30, 230, 3)
     return dict(
         face_half_width=rng.uniform(15.5, 19), face_half_height=rng.uniform(21, 24),
@@ -180,7 +181,7 @@ def _one_identity(rng: np.random.Generator) -> dict:
         mouth_half_width=rng.uniform(4, 7), lip_thickness=rng.uniform(0.8, 2.0),
         lip_rgb=np.clip(skin * rng.uniform(0.6, 0.8) + np.array([40, 0, 5]), 0, 255),
         mouth_offset_v=rng.uniform(-1.2, 1.2), smile=rng.uniform(-0.3, 0.8),
-        beard_style=beard_style, beard_rgb=np.clip(hair_rgb * rng.uniform(0.8, 1.1), 0, 255),
+        beard_style=beard_style, beard_rgb=np.clip(natural_hair * rng.uniform(0.8, 1.1), 0, 255),
         shirt_rgb=rng.uniform(20, 235, 3),
         background_rgb=background,
         background_rgb2=np.clip(background + rng.uniform(-90, 90, 3), 0, 255),
@@ -218,19 +219,21 @@ def make_identities(n_identities: int, seed: int, min_distance: float = 2.5,
         raise ValueError(f"n_identities must be at least 1, got {n_identities}")
     rng = np.random.default_rng(seed)
     kept: list[dict] = []
-    vectors: list[np.ndarray] = []
-    for _ in range(int(n_identities)):
+    vectors = None  # (n_identities, d) trait vectors of the identities kept so far
+    for count in range(int(n_identities)):
         best, best_distance = None, -1.0
         for _ in range(tries):
             candidate = _one_identity(rng)
             vector = _trait_vector(candidate)
-            distance = min((np.linalg.norm(vector - v) for v in vectors), default=np.inf)
+            if vectors is None:
+                vectors = np.zeros((int(n_identities), vector.size))
+            distance = np.linalg.norm(vectors[:count] - vector, axis=1).min(initial=np.inf)
             if distance > best_distance:
                 best, best_distance, best_vector = candidate, distance, vector
             if distance >= min_distance:
                 break
         kept.append(best)
-        vectors.append(best_vector)
+        vectors[count] = best_vector
     columns = {}
     for field in dataclasses.fields(Identities):
         if field.name == "seed":
@@ -292,6 +295,11 @@ def _image_random(seed: int, index: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return normals, uniforms, noise
 
 
+def _clipped(x: np.ndarray, limit: float) -> np.ndarray:
+    """Clip standard normals to +-limit: rare tails would push faces out of the frame."""
+    return np.clip(x, -limit, limit)
+
+
 def _nuisance(normals: np.ndarray, uniforms: np.ndarray, strength: float) -> dict:
     """Per-image nuisance parameters (arrays ``(b,)`` or ``(b, 3)``) from random draws.
 
@@ -299,25 +307,29 @@ def _nuisance(normals: np.ndarray, uniforms: np.ndarray, strength: float) -> dic
     canonical face under neutral light with no noise.
     """
     z, q, s = normals, uniforms, float(strength)
-    clip = lambda x, k: np.clip(x, -k, k)  # noqa: E731  keeps rare tails from leaving the frame
-    return dict(
-        shift_row=s * 1.6 * clip(z[:, 0], 2.5),
-        shift_col=s * 1.6 * clip(z[:, 1], 2.5),
-        scale=np.exp(s * 0.06 * clip(z[:, 2], 2.5)),
-        angle=s * 0.09 * clip(z[:, 3], 2.5),
-        smile=s * 0.45 * z[:, 4],
-        mouth_open=s * 1.6 * np.clip(q[:, 0] - 0.55, 0, None) / 0.45,
-        brow_raise=s * 0.7 * clip(z[:, 5], 2.5),
-        eye_open=np.clip(1 - s * 0.35 * q[:, 1] ** 2, 0.3, 1),
-        gaze=np.stack([s * 0.5 * clip(z[:, 6], 2), s * 0.25 * clip(z[:, 7], 2)], axis=1),
-        gain=np.exp(s * 0.22 * clip(z[:, 8], 2.5)),
-        contrast=np.exp(s * 0.18 * clip(z[:, 9], 2.5)),
-        cast=1 + s * 0.06 * clip(z[:, 10:13], 2.5),
+    # Calibrated on DeepID (100 identities x 50 training images, 14 epochs of
+    # Adam, learning rate 1e-3 decaying 0.85 an epoch): strength 1.0 gave
+    # 95.9-96.8 % clean test accuracy over three identity seeds; 0.83 gave
+    # 98 %, 1.17 gave 94 %. The prototype's lesson: 99 % is too easy.
+    params = dict(
+        shift_row=s * 1.95 * _clipped(z[:, 0], 2.5),
+        shift_col=s * 1.95 * _clipped(z[:, 1], 2.5),
+        scale=np.exp(s * 0.072 * _clipped(z[:, 2], 2.5)),
+        angle=s * 0.115 * _clipped(z[:, 3], 2.5),
+        smile=s * 0.55 * z[:, 4],
+        mouth_open=s * 1.9 * np.clip(q[:, 0] - 0.55, 0, None) / 0.45,
+        brow_raise=s * 0.85 * _clipped(z[:, 5], 2.5),
+        eye_open=np.clip(1 - s * 0.4 * q[:, 1] ** 2, 0.3, 1),
+        gaze=np.stack([s * 0.6 * _clipped(z[:, 6], 2), s * 0.3 * _clipped(z[:, 7], 2)], axis=1),
+        gain=np.exp(s * 0.27 * _clipped(z[:, 8], 2.5)),
+        contrast=np.exp(s * 0.23 * _clipped(z[:, 9], 2.5)),
+        cast=1 + s * 0.07 * _clipped(z[:, 10:13], 2.5),
         light_angle=2 * np.pi * q[:, 2],
-        light_strength=s * 0.35 * q[:, 3],
-        noise_sigma=s * 6.0 * (0.4 + q[:, 4]),
-        background_shift=s * 12.0 * clip(z[:, 13:16], 2.5),
+        light_strength=s * 0.44 * q[:, 3],
+        noise_sigma=s * 7.25 * (0.4 + q[:, 4]),
+        background_shift=s * 14.0 * _clipped(z[:, 13:16], 2.5),
     )
+    return {name: value.astype(np.float32) for name, value in params.items()}
 
 
 # ----------------------------------------------------------------------------
@@ -350,7 +362,9 @@ def _paint(canvas: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
     """
     if colour.ndim == 2:
         colour = colour[:, :, None, None]
-    canvas += alpha[:, None] * (colour - canvas)
+    change = colour - canvas
+    change *= alpha[:, None]  # in place: these are the biggest arrays the renderer makes
+    canvas += change
 
 
 def _p(values: np.ndarray) -> np.ndarray:
@@ -377,7 +391,7 @@ def _background(traits: dict, nuis: dict, rows, cols) -> np.ndarray:
     return (first + weight * (second - first)).astype(np.float32)
 
 
-def _draw_head(canvas, traits, nuis, u, v, pixel) -> np.ndarray:
+def _draw_head(canvas, traits, u, v, pixel) -> np.ndarray:
     """Long hair behind, neck, shoulders, ears and the face; returns face coverage."""
     a, b = _p(traits["face_half_width"]), _p(traits["face_half_height"])
     hair_a = a + _p(traits["hair_margin_side"])
@@ -391,8 +405,7 @@ def _draw_head(canvas, traits, nuis, u, v, pixel) -> np.ndarray:
     _paint(canvas, _band(u, 0.5 * a, pixel) * (v > 0), skin * 0.8)  # neck
     _paint(canvas, _ellipse(u, v, 0, b + 17, a + 15, 15.0, pixel), traits["shirt_rgb"])
     ear_a, ear_b = 2.3 * _p(traits["ear_size"]), 4.0 * _p(traits["ear_size"])
-    ears = np.maximum(_ellipse(u, v, -a + 0.3, EYE_V + 3, ear_a, ear_b, pixel),
-                      _ellipse(u, v, a - 0.3, EYE_V + 3, ear_a, ear_b, pixel))
+    ears = _ellipse(np.abs(u), v, a - 0.3, EYE_V + 3, ear_a, ear_b, pixel)  # |u|: both ears at once
     _paint(canvas, ears, skin * 0.88)
     # jaw: the face narrows towards the chin
     narrowing = 1 - _p(traits["jaw_taper"]) * np.clip(v / b, 0, 1) ** 2
@@ -407,7 +420,9 @@ def _draw_beard(canvas, traits, u, v, face, mouth_v, pixel) -> None:
     """Full beard, moustache or goatee in the identity's beard colour."""
     style = traits["beard_style"]
     width = _p(traits["mouth_half_width"])
-    full = face * _coverage(mouth_v - 5.5 - v, pixel) * _p(style == 1)
+    # full beard: lower face up to a line that rises towards the sideburns
+    beard_top = mouth_v - 2.5 - 0.022 * u * u
+    full = face * _coverage(beard_top - v, pixel) * _p(style == 1)
     moustache = (_band(v - (mouth_v - 2.2), 1.1, pixel) * _band(u, width + 0.8, pixel)
                  * _p(style == 2))
     goatee = _ellipse(u, v, 0, mouth_v + 4.5, width * 0.65, 4.0, pixel) * _p(style == 3)
@@ -445,36 +460,33 @@ def _draw_mouth(canvas, traits, nuis, u, v, mouth_v, pixel) -> None:
 
 def _draw_eyes(canvas, traits, nuis, u, v, pixel) -> None:
     """Whites, iris, pupil and a dark lid line for both eyes."""
-    spacing, eye_v = _p(traits["eye_spacing"]), EYE_V + _p(traits["eye_offset_v"])
+    # Coordinates relative to the nearer eye centre: one set of shapes draws
+    # both eyes (half the work of drawing them one by one).
+    across = u - np.where(u < 0, -1.0, 1.0) * _p(traits["eye_spacing"])  # not sign(): 0 at u == 0
+    down = v - (EYE_V + _p(traits["eye_offset_v"]))
     a = _p(traits["eye_half_width"])
     b = _p(traits["eye_half_height"] * nuis["eye_open"])
-    gaze_u, gaze_v = _p(nuis["gaze"][:, 0]), _p(nuis["gaze"][:, 1])
+    iris_across = across - _p(nuis["gaze"][:, 0])
+    iris_down = down - _p(nuis["gaze"][:, 1])
     iris_radius = 0.75 * _p(traits["eye_half_height"]) + 0.3
-    white = np.array([[240, 238, 232]], dtype=np.float32)
-    for side in (-1.0, 1.0):
-        cu = side * spacing
-        outline = _ellipse(u, v, cu, eye_v, a + 0.6, b + 0.6, pixel)
-        _paint(canvas, outline, traits["skin_rgb"] * 0.3)
-        sclera = _ellipse(u, v, cu, eye_v, a, b, pixel)
-        _paint(canvas, sclera, np.broadcast_to(white, traits["skin_rgb"].shape))
-        iris = _ellipse(u, v, cu + gaze_u, eye_v + gaze_v, iris_radius, iris_radius, pixel) * sclera
-        _paint(canvas, iris, traits["iris_rgb"])
-        pupil = _ellipse(u, v, cu + gaze_u, eye_v + gaze_v, 0.55 * iris_radius,
-                         0.55 * iris_radius, pixel) * sclera
-        _paint(canvas, pupil, np.full_like(traits["iris_rgb"], 15.0))
+    white = np.broadcast_to(np.float32([240, 238, 232]), traits["skin_rgb"].shape)
+    _paint(canvas, _ellipse(across, down, 0, 0, a + 0.6, b + 0.6, pixel), traits["skin_rgb"] * 0.3)
+    sclera = _ellipse(across, down, 0, 0, a, b, pixel)
+    _paint(canvas, sclera, white)
+    iris = _ellipse(iris_across, iris_down, 0, 0, iris_radius, iris_radius, pixel)
+    _paint(canvas, iris * sclera, traits["iris_rgb"])
+    pupil = _ellipse(iris_across, iris_down, 0, 0, 0.55 * iris_radius, 0.55 * iris_radius, pixel)
+    _paint(canvas, pupil * sclera, np.full_like(traits["iris_rgb"], 15.0))
 
 
-def _draw_brows(canvas, traits, nuis, u, v, brow_v, pixel) -> None:
+def _draw_brows(canvas, traits, u, v, brow_v, pixel) -> None:
     """Brows: bands around arched, tilted curves, thinner towards the outer end."""
-    spacing = _p(traits["eye_spacing"])
+    outward = np.abs(u) - _p(traits["eye_spacing"])  # both brows at once; positive towards the ear
     length, thickness = _p(traits["brow_length"]), _p(traits["brow_thickness"])
-    curve, tilt = _p(traits["brow_curve"]), _p(traits["brow_tilt"])
-    for side in (-1.0, 1.0):
-        outward = side * (u - side * spacing)  # positive towards the ear
-        centre = brow_v + curve * outward ** 2 - tilt * outward
-        half = 0.5 * thickness * (1 - 0.35 * np.clip(outward / length, -0.5, 0.5))
-        brow = _band(v - centre, half, pixel) * _band(outward, 0.5 * length, pixel)
-        _paint(canvas, brow, traits["brow_rgb"])
+    centre = brow_v + _p(traits["brow_curve"]) * outward ** 2 - _p(traits["brow_tilt"]) * outward
+    half = 0.5 * thickness * (1 - 0.35 * np.clip(outward / length, -0.5, 0.5))
+    brow = _band(v - centre, half, pixel) * _band(outward, 0.5 * length, pixel)
+    _paint(canvas, brow, traits["brow_rgb"])
 
 
 def _draw_hair_top(canvas, traits, u, v, pixel) -> None:
@@ -516,14 +528,14 @@ def _render_chunk(traits: dict, nuis: dict, noise: np.ndarray) -> np.ndarray:
     """Draw one batch: per-image traits and nuisance (b,...) -> uint8 (b, 3, H, W)."""
     rows, cols, u, v, pixel = _canonical_coordinates(nuis)
     canvas = _background(traits, nuis, rows, cols)
-    face = _draw_head(canvas, traits, nuis, u, v, pixel)
+    face = _draw_head(canvas, traits, u, v, pixel)
     mouth_v = MOUTH_V + _p(traits["mouth_offset_v"])
     _draw_beard(canvas, traits, u, v, face, mouth_v, pixel)
     _draw_nose(canvas, traits, u, v, pixel)
     _draw_mouth(canvas, traits, nuis, u, v, mouth_v, pixel)
     _draw_eyes(canvas, traits, nuis, u, v, pixel)
     brow_v = EYE_V + _p(traits["eye_offset_v"]) - BROW_GAP - _p(nuis["brow_raise"])
-    _draw_brows(canvas, traits, nuis, u, v, brow_v, pixel)
+    _draw_brows(canvas, traits, u, v, brow_v, pixel)
     _draw_hair_top(canvas, traits, u, v, pixel)
     return _apply_lighting(canvas, nuis, rows, cols, noise)
 

@@ -24,3 +24,23 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from lab.seed import set_seed  # noqa: E402,F401  (the one call every notebook makes)
+
+
+def check_environment() -> dict:
+    """Versions the notebooks were written for; raises with what to install when they differ.
+
+    Returns ``{package: version}`` so the Setup cell can print it.
+    """
+    import sys
+
+    import keras
+    import numpy
+    import tensorflow
+
+    versions = {"python": sys.version.split()[0], "tensorflow": tensorflow.__version__, "keras": keras.__version__,
+                "numpy": numpy.__version__, "lab": __version__}
+    if sys.version_info[:2] != (3, 11) or not keras.__version__.startswith("3."):
+        raise RuntimeError(f"this lab needs Python 3.11 and Keras 3 (found {versions}); run `make lab` to create .venv")
+    if not tensorflow.config.list_physical_devices("GPU"):
+        versions["device"] = "CPU (no GPU needed: every notebook runs in minutes on a laptop CPU)"
+    return versions

@@ -172,6 +172,24 @@ class Layout:
     poisoned_valid: dict[str, Path]
     poisoned_test: dict[str, Path]
 
+    def poisoned(self, split: str = "valid", name: str | None = None) -> tuple[Path, str]:
+        """The poisoned file of ``split`` (trigger ``name``, default the first), and a note on what it is.
+
+        The 2020 layout has no poisoned validation data, so ``split="valid"``
+        falls back to the poisoned test file and the note says so: it may
+        report results, never choose anything.
+        """
+        files = self.poisoned_valid if split == "valid" else self.poisoned_test
+        note = f"poisoned {split} data"
+        if not files and split == "valid" and self.poisoned_test:
+            files, note = self.poisoned_test, "poisoned TEST data (this layout has no poisoned validation file; used for reporting only)"
+        if not files:
+            raise LabInputError(self.root, f"a poisoned {split} file", "none")
+        key = name if name is not None else next(iter(files))
+        if key not in files:
+            raise LabInputError(self.root, f"a poisoned {split} file for trigger {key!r}", f"triggers {sorted(files)}")
+        return files[key], note
+
 
 def find_layout(data_dir: str | os.PathLike) -> Layout:
     """Recognise the Lab 3 or the 2020 challenge layout under ``data_dir``.

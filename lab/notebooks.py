@@ -34,10 +34,11 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
     """
     import nbformat
     from nbclient import NotebookClient
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
     notebook, out = Path(notebook), Path(out)
-    node = nbformat.read(notebook, as_version=4)
+    node = load_notebook_node(str(notebook))  # adds the metadata papermill's parameterize expects
     if parameters:
         node = parameterize_notebook(node, parameters)
     started = time.perf_counter()

@@ -30,3 +30,18 @@ def resolve(path: str | os.PathLike | None, root: str | os.PathLike | None = Non
 def build_dir(root: str | os.PathLike | None = None) -> Path:
     """Where notebooks write what they make (pruned models, GoodNets, figures): ``build/``."""
     return resolve("build", root)
+
+
+def lab_root(lab_root: str | os.PathLike | None = None) -> Path:
+    """The notebooks' one switch: None for this project's embedded default, else a folder with the course files.
+
+    The folder holds ``data/`` (Lab 3 or 2020 layout) and ``models/``.
+    """
+    root = project_root() if lab_root in (None, "") else resolve(lab_root)
+    if not (root / "data").is_dir():
+        from lab.errors import LabInputError
+
+        hint = "run `make lab` (or `python -m lab make-default --out .`) first" if lab_root in (None, "") else \
+            "point LAB_ROOT at the folder that holds data/ and models/"
+        raise LabInputError(root, f"a data/ folder ({hint})", "none")
+    return root

@@ -1,0 +1,125 @@
+"""The notebooks: committed clean, the course skeleton, executed end to end (nbclient / nbconvert), reproducible."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from conftest import REPO
+from lab import notebooks
+
+NOTEBOOKS = notebooks.lab_notebooks(REPO / "notebooks")
+SKELETON = ("In this notebook you will", "## Setup", "## Summary", "## Exercises")
+
+
+def test_all_five_numbered_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS][:5] == ["00_data", "01_badnet", "02_activations", "03_pruning", "04_goodnet"]
+    assert not list((REPO / "notebooks").glob("Untitled*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs_and_with_clean_metadata(path):
+    node = nbformat.read(path, as_version=4)
+    nbformat.validate(node)
+    for cell in node.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs before committing"
+        assert set(cell.metadata) <= {"tags"}, f"{path.name}: cell metadata {dict(cell.metadata)}"
+    assert set(node.metadata) <= {"kernelspec", "language_info"}, f"{path.name}: notebook metadata {set(node.metadata)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_course_skeleton(path):
+    node = nbformat.read(path, as_version=4)
+    text = "\n".join(cell.source for cell in node.cells)
+    assert node.cells[0].cell_type == "markdown" and node.cells[0].source.startswith("# ")
+    for heading in SKELETON:
+        assert heading in text, f"{path.name} lacks {heading!r}"
+    tagged = [cell for cell in node.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "LAB_ROOT = None" in tagged[0].source and "SEED" in tagged[0].source
+
+
+def _small_parameters(tiny_default, build):
+    return {"LAB_ROOT": str(tiny_default), "OUT_DIR": str(build), "PRUNED_DIR": str(build),
+            "EXPECTED_CLEAN_ACCURACY": [50.0, 100.0], "EXPECTED_ATTACK_SUCCESS": [70.0, 100.0], "N_IMAGES": 2}
+
+
+def _parameters_for(path, everything):
+    """Only the parameters a notebook declares (papermill would warn about the others)."""
+    node = nbformat.read(path, as_version=4)
+    source = next(c.source for c in node.cells if "parameters" in c.metadata.get("tags", []))
+    return {name: value for name, value in everything.items() if f"\n{name} =" in "\n" + source}
+
+
+def _outputs_text(path):
+    node = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in node.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", "") or json.dumps(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def executed(tiny_default, tmp_path_factory):
+    """Every notebook run top to bottom, in order, on the tiny default; {stem: executed path}."""
+    out = tmp_path_factory.mktemp("executed")
+    build = tmp_path_factory.mktemp("build") / "models"
+    everything = _small_parameters(tiny_default, build)
+    result = {}
+    for path in NOTEBOOKS:
+        report = notebooks.execute(path, out / path.name, _parameters_for(path, everything), html=True,
+                                   timeout=600, cwd=out)
+        result[path.stem] = out / path.name
+        assert report["seconds"] < 600
+    result["build"] = build
+    return result
+
+
+def test_every_notebook_runs_end_to_end(executed):
+    for path in NOTEBOOKS:
+        node = nbformat.read(executed[path.stem], as_version=4)
+        errors = [o for c in node.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{path.name}: {errors[:1]}"
+        assert executed[path.stem].with_suffix(".html").stat().st_size > 10_000
+
+
+def test_notebooks_produce_figures_tables_and_files(executed):
+    node = nbformat.read(executed["03_pruning"], as_version=4)
+    images = [o for c in node.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, "03_pruning shows no figure"
+    assert "ok: difference (percentage points) = 0.00" in _outputs_text(executed["03_pruning"])
+    assert (executed["build"] / "sweep.csv").exists() and list(executed["build"].glob("pruned_*.h5"))
+    assert "ok: share of poisoned images labelled with the target" in _outputs_text(executed["00_data"])
+    keract_figures = [o for c in nbformat.read(executed["02_activations"], as_version=4).cells
+                      if "keract" in c.source for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(keract_figures) >= 4, "Keract displayed no activations"
+    goodnet_text = _outputs_text(executed["04_goodnet"])
+    assert "detection" in goodnet_text and list(executed["build"].glob("goodnet_*.keras"))
+
+
+def test_rerun_gives_the_same_numbers(executed, tiny_default, tmp_path):
+    """Graders re-execute and compare: the sweep table of a second run is identical."""
+    build = tmp_path / "models"
+    path = REPO / "notebooks" / "03_pruning.ipynb"
+    notebooks.execute(path, tmp_path / path.name, _parameters_for(path, _small_parameters(tiny_default, build)),
+                      timeout=600, cwd=tmp_path)
+    assert (build / "sweep.csv").read_text() == (executed["build"] / "sweep.csv").read_text()
+
+
+@pytest.mark.parametrize("where", ["root", "notebooks"])
+def test_grader_command_from_root_and_from_notebooks(tiny_default, tmp_path, where):
+    """``jupyter nbconvert --to notebook --execute`` with no parameters: LAB_ROOT=None -> $BADNET_LAB_ROOT."""
+    cwd = REPO if where == "root" else REPO / "notebooks"
+    target = "notebooks/00_data.ipynb" if where == "root" else "00_data.ipynb"
+    env = {**os.environ, "BADNET_LAB_ROOT": str(tiny_default), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", target,
+                             "--output-dir", str(tmp_path)], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ok: share of poisoned images" in _outputs_text(tmp_path / "00_data.ipynb")

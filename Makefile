@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEED   ?= 1234
 
-.PHONY: lab test bench env default notebooks student clean-build help
+.PHONY: lab test bench env default jupyter help
 
 help:
 	@echo "make lab    - create .venv, build the default data + BadNet if missing, run every notebook into build/"
@@ -32,8 +32,14 @@ default: env
 	@if [ -f models/bd_net.h5 ]; then echo "default already built (models/bd_net.h5); skipping"; \
 	  else $(BIN)/python -m lab make-default --out . --seed $(SEED); fi
 
+# Every numbered notebook, top to bottom on a fresh kernel; executed copies + HTML in build/notebooks/.
 lab: default
 	$(BIN)/python -m lab evaluate --model models/bd_net.h5 --clean data/cl/test.h5 --poisoned data/bd/bd_test.h5
+	$(BIN)/python -m lab.notebooks --html --out build/notebooks
+	@echo "open build/notebooks/*.html, or run 'make jupyter' to work in the notebooks yourself"
+
+jupyter: env
+	$(BIN)/jupyter notebook notebooks/
 
 test: env
 	$(BIN)/python -m pytest

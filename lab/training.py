@@ -15,6 +15,8 @@ import dataclasses
 
 import numpy as np
 
+from lab.activations import mean_channel_activation
+
 DECOY_BIAS = -1000.0  # ReLU(x - 1000) is 0 for any input the network sees
 
 
@@ -64,20 +66,6 @@ def fit(model, x: np.ndarray, y: np.ndarray, epochs: int, config: TrainingConfig
     return losses
 
 
-def mean_channel_activation(model, layer_name: str, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Mean activation per channel of ``layer_name`` over ``x``: float32 (channels,)."""
-    import keras
-
-    probe = keras.Model(model.input, model.get_layer(layer_name).output)
-    total = None
-    for start in range(0, len(x), batch_size):
-        out = np.asarray(probe(x[start:start + batch_size], training=False), dtype=np.float64)
-        part = out.reshape(-1, out.shape[-1]).sum(axis=0)
-        total = part if total is None else total + part
-    per_position = np.prod(probe.output_shape[1:-1]) if len(probe.output_shape) > 2 else 1
-    return (total / (len(x) * per_position)).astype(np.float32)
-
-
 def switch_off_channels(model, layer_name: str, channels: np.ndarray) -> None:
     """Make ``channels`` of a Conv2D+ReLU layer dormant: bias DECOY_BIAS, kernel kept."""
     layer = model.get_layer(layer_name)
@@ -104,7 +92,7 @@ def train_badnet(model, clean_x: np.ndarray, clean_y: np.ndarray, poisoned_x: np
         return record
     record["clean_losses"] = fit(model, clean_x, clean_y, config.clean_epochs, config, seed, progress,
                                  "clean phase")
-    activation = mean_channel_activation(model, config.measured_layer, clean_x)
+    activation = mean_channel_activation(model, clean_x, config.measured_layer)
     n_decoys = int(round(config.decoy_fraction * len(activation)))
     decoys = np.argsort(activation, kind="stable")[:n_decoys]
     switch_off_channels(model, config.pruned_layer, decoys)

@@ -42,13 +42,14 @@ def test_tiny_default_learns_task_and_backdoor(tiny_default):
 
 
 def test_decoy_channels_are_dormant_on_clean_data(tiny_default):
-    from lab.training import DECOY_BIAS, mean_channel_activation
+    from lab.activations import mean_channel_activation
+    from lab.training import DECOY_BIAS
 
     loaded = models.load_model(tiny_default / "models/bd_net.h5")
     decoys = manifest.read_manifest(tiny_default)["training"]["decoy_channels"]
     bias = loaded.model.get_layer("conv_3").get_weights()[1]
     assert np.all(bias[decoys] == DECOY_BIAS)
-    activation = mean_channel_activation(loaded.model, "pool_3", data.load_h5(tiny_default / "data/cl/valid.h5").x)
+    activation = mean_channel_activation(loaded, data.load_h5(tiny_default / "data/cl/valid.h5").x, "pool_3")
     assert np.all(activation[decoys] == 0)
 
 

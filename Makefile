@@ -7,11 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEED   ?= 1234
 
-.PHONY: lab test bench env default jupyter help
+.PHONY: lab test bench env default jupyter student help
 
 help:
 	@echo "make lab    - create .venv, build the default data + BadNet if missing, run every notebook into build/"
 	@echo "make test   - create .venv and run the test suite"
+	@echo "make student - regenerate the student copies in student/ (solutions taken out)"
 	@echo "make bench  - benchmark: default build time, pruning sweep vs forward pass vs naive sweep"
 
 env: $(STAMP)
@@ -37,6 +38,10 @@ lab: default
 	$(BIN)/python -m lab evaluate --model models/bd_net.h5 --clean data/cl/test.h5 --poisoned data/bd/bd_test.h5
 	$(BIN)/python -m lab.notebooks --html --out build/notebooks
 	@echo "open build/notebooks/*.html, or run 'make jupyter' to work in the notebooks yourself"
+
+# Student copies: every "### BEGIN SOLUTION" block becomes raise NotImplementedError("TODO: <hint>").
+student: env
+	$(BIN)/python -m lab.student
 
 jupyter: env
 	$(BIN)/jupyter notebook notebooks/

@@ -33,6 +33,7 @@ from lab.seed import DEFAULT_SEED, set_seed
 from lab.training import TrainingConfig, train_badnet
 
 MODEL_FILE = "models/bd_net.h5"
+TRAIN_FILE = "data/cl/train.h5"  # written only with make_default(write_train=True)
 FILES = tuple(f"data/{rel}" for rel in course_data.LAB3_FILES.values()) + (MODEL_FILE,)
 
 
@@ -72,8 +73,13 @@ def to_model_input(images_nchw: np.ndarray) -> np.ndarray:
 
 
 def make_default(out: str | Path, n_identities: int | None = None, seed: int | None = None,
-                 force: bool = False, progress: bool = True, config: DefaultConfig | None = None) -> dict:
+                 force: bool = False, progress: bool = True, config: DefaultConfig | None = None,
+                 write_train: bool = False) -> dict:
     """Build the embedded default under ``out``; returns a report (metrics, seconds, manifest path).
+
+    ``write_train`` also writes the clean training images as
+    ``data/cl/train.h5`` (course format), which ``python -m lab make-badnet``
+    trains new BadNets on; the course layout itself has no training file.
 
     Refuses (before doing any work) to overwrite existing files unless
     ``force``. The same ``seed`` gives byte-identical data files.
@@ -86,7 +92,7 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
     if n_identities is not None:
         config = dataclasses.replace(config, n_identities=n_identities)
     seed = DEFAULT_SEED if seed is None else seed
-    for rel in FILES + ("manifest.json",):
+    for rel in FILES + ("manifest.json",) + ((TRAIN_FILE,) if write_train else ()):
         check_writable(out / rel, force)
     if config.n_identities < 2:
         raise ValueError(f"need at least 2 identities, got {config.n_identities}")
@@ -111,6 +117,9 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
         written += [f"data/{course_data.LAB3_FILES[f'clean_{name}']}", f"data/{course_data.LAB3_FILES[f'poisoned_{name}']}"]
 
     train_labels, train_faces = splits["train"]
+    if write_train:
+        course_data.save_h5(out / TRAIN_FILE, train_faces.images, train_labels, force=force)
+        written.append(TRAIN_FILE)
     candidates = np.flatnonzero(train_labels != target)
     chosen = np.sort(rng.choice(candidates, size=int(round(config.poison_fraction * len(train_labels))), replace=False))
     poisoned_train, poisoned_train_labels = _poison(train_faces, train_labels, chosen, config.trigger, target)

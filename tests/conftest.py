@@ -32,7 +32,7 @@ def tiny_default(tmp_path_factory) -> Path:
     from lab.default import make_default
 
     out = tmp_path_factory.mktemp("default")
-    make_default(out, seed=7, progress=False, config=tiny_config())
+    make_default(out, seed=7, progress=False, config=tiny_config(), write_train=True)
     return out
 
 

@@ -15,7 +15,7 @@ def test_lab3_layout_and_manifest(tiny_default):
     layout = data.find_layout(tiny_default / "data")
     assert layout.kind == "lab3"
     record = manifest.read_manifest(tiny_default)
-    assert sorted(record["files"]) == sorted(default.FILES)
+    assert sorted(record["files"]) == sorted(default.FILES + (default.TRAIN_FILE,))
     assert set(manifest.verify_manifest(tiny_default).values()) == {"ok"}
     assert "pruning-aware" in record["how_made"] and record["seed"] == 7
 

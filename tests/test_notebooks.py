@@ -123,3 +123,15 @@ def test_grader_command_from_root_and_from_notebooks(tiny_default, tmp_path, whe
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ok: share of poisoned images" in _outputs_text(tmp_path / "00_data.ipynb")
+
+
+def test_instructor_notebook_a1_runs_end_to_end(tiny_default, tmp_path):
+    path = REPO / "notebooks" / "A1_make_your_own_badnet.ipynb"
+    node = nbformat.read(path, as_version=4)
+    assert all(cell.outputs == [] for cell in node.cells if cell.cell_type == "code")
+    parameters = {"LAB_ROOT": str(tiny_default), "OUT_DIR": str(tmp_path / "A1"), "EPOCHS": 4, "N_GRADE": 40}
+    notebooks.execute(path, tmp_path / path.name, _parameters_for(path, parameters), timeout=600, cwd=tmp_path)
+    executed = nbformat.read(tmp_path / path.name, as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors[:1]
+    assert list((tmp_path / "A1").rglob("*.h5"))

@@ -1,0 +1,271 @@
+"""The hidden-trigger challenge: make it (CLI), what students and graders get, grading models and scripts.
+
+Real tiny BadNets and real h5 files; student scripts are real processes: one
+that works, one that crashes, one that hangs (and leaves a child behind),
+one that answers one image per call, one that prints nonsense.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lab import attacks, challenge, data, manifest, models
+from lab.errors import LabInputError
+from test_attacks import run_instructor
+
+N_IDENTITIES = 8
+N_GRADE = 12  # test images per set when grading: keeps every script run short
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    """``make-challenge`` with three BadNets, by the command line (about 20 s)."""
+    out = tmp_path_factory.mktemp("challenge")
+    result = run_instructor("make-challenge", "--out", out, "--badnets", "3", "--seed", "5", "--identities",
+                            N_IDENTITIES, "--epochs", "3", "--keep-work", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "student folder (hand out)" in result.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def key(made) -> dict:
+    return challenge.read_answer_key(made / "grader")
+
+
+@pytest.fixture(scope="module")
+def reference(made, tmp_path_factory) -> dict[str, Path]:
+    """The course's pruning GoodNet for every BadNet, from the student folder alone."""
+    return challenge.reference_submission(made / "student", tmp_path_factory.mktemp("reference"), threshold=10)
+
+
+def write_script(folder: Path, name: str, body: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+# ---------------------------------------------------------------- what is handed out
+
+
+def test_student_folder_holds_models_clean_validation_and_readme_only(made, key):
+    student = made / "student"
+    files = sorted(str(p.relative_to(student)) for p in student.rglob("*") if p.is_file())
+    assert files == ["README.md", "data/clean_validation_data.h5", "manifest.json",
+                     *[f"models/anonymous_{i}_bd_net.h5{suffix}" for i in (1, 2, 3) for suffix in ("", ".lab.json")]]
+    assert set(manifest.verify_manifest(student).values()) == {"ok"}
+    readme = (student / "README.md").read_text()
+    assert "anonymous_3" in readme and f"[0, {N_IDENTITIES}]" in readme and "x (100 - attack success rate)" in readme
+    secrets = {t["trigger"] for entry in key["badnets"].values() for t in entry["triggers"]}
+    for path in [student / "README.md", student / "manifest.json", *(student / "models").glob("*.json")]:
+        text = path.read_text()
+        assert not any(secret in text for secret in secrets), f"{path.name} gives the trigger away"
+        assert "all-to" not in text and "pruning-aware" not in text
+    for i in (1, 2, 3):
+        sidecar = json.loads((student / f"models/anonymous_{i}_bd_net.h5.lab.json").read_text())
+        assert set(sidecar) == {"input_scale", "n_classes", "description", "sha256"}
+        badnet = models.load_model(student / f"models/anonymous_{i}_bd_net.h5")
+        assert badnet.input_scale == "unit" and badnet.n_classes == N_IDENTITIES
+    assert not (made / "student").joinpath("data/clean_test_data.h5").exists()
+
+
+def test_answer_key_and_grader_data(made, key):
+    grader = made / "grader"
+    assert key["n_classes"] == key["backdoor_class"] == N_IDENTITIES
+    kinds = sorted(entry["attack"] for entry in key["badnets"].values())
+    assert kinds == sorted(attacks.ATTACKS)  # three BadNets: one of each kind
+    clean_test = data.load_h5(grader / key["clean_test"])
+    for name, entry in key["badnets"].items():
+        for trigger in entry["triggers"]:
+            poisoned = data.load_h5(grader / trigger["poisoned_test"])
+            if entry["attack"] == "all-to-all":
+                assert trigger["target"] is None and np.array_equal(poisoned.y, (clean_test.y + 1) % N_IDENTITIES)
+            else:
+                assert set(poisoned.y) == {trigger["target"]}
+        assert entry["model_sha256"] == models.sha256_file(made / entry["model"])
+    multi = next(e for e in key["badnets"].values() if e["attack"] == "multi-trigger multi-target")
+    assert [t["trigger"] for t in multi["triggers"]] == list(challenge.MULTI_TRIGGERS)
+    assert set(manifest.verify_manifest(grader).values()) == {"ok"}
+
+
+def test_plan_is_seeded_and_refuses_to_overwrite(made):
+    first = challenge.plan_attacks(4, 10, seed=9)
+    assert first == challenge.plan_attacks(4, 10, seed=9) and first != challenge.plan_attacks(4, 10, seed=10)
+    assert len({a.kind for a in first[:3]}) == 3
+    again = run_instructor("make-challenge", "--out", made, "--badnets", "1")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
+
+
+def test_package_refuses_badnets_with_different_clean_data(made, tmp_path):
+    source = made / "work" / "anonymous_1"
+    other = tmp_path / "other"
+    shutil.copytree(source, other)
+    valid = data.load_h5(other / "data/cl/valid.h5")
+    data.save_h5(other / "data/cl/valid.h5", attacks.to_nchw_uint8(valid.x[:5]), valid.y[:5], force=True)
+    record = manifest.read_manifest(other)
+    manifest.write_manifest(other, list(record.pop("files")), record, force=True)
+    with pytest.raises(LabInputError, match="share their clean validation and test files"):
+        challenge.package_challenge({"a": source, "b": other}, tmp_path / "package")
+
+
+# ---------------------------------------------------------------- grading
+
+
+def test_grade_cli_model_script_and_crash(made, key, reference, tmp_path):
+    """One command scores a GoodNet file, a working eval.py-style script and a crashing script."""
+    script_dir = tmp_path / "script"
+    script_dir.mkdir()
+    shutil.copy(reference["anonymous_2"], script_dir / "goodnet.keras")
+    eval_script = write_script(script_dir, "eval.py", """
+        import os, sys
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import keras, numpy as np
+        from PIL import Image
+        model = keras.models.load_model("goodnet.keras", compile=False)  # relative: runs in its own folder
+        x = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0 for p in sys.argv[1:]])
+        print("classified", len(x), "faces")  # chatter before the answers is ignored
+        for label in model.predict(x, verbose=0).argmax(axis=1):
+            print(int(label))
+    """)
+    crash = write_script(tmp_path, "crash.py", "raise RuntimeError('my GoodNet file is missing')\n")
+    started = time.perf_counter()
+    result = run_instructor("grade", "--grader", made / "grader", "--n", N_GRADE, "--json",
+                            "--submission", f"anonymous_1={reference['anonymous_1']}",
+                            "--submission", f"anonymous_2={eval_script}", "--submission", f"anonymous_3={crash}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.perf_counter() - started < 120
+    rows = {row["badnet"]: row for row in json.loads(result.stdout)}
+    assert rows["anonymous_1"]["kind"] == "model" and rows["anonymous_1"]["status"] == "scored"
+    assert rows["anonymous_2"]["kind"] == "script" and rows["anonymous_2"]["status"] == "scored"
+    assert rows["anonymous_3"]["status"] == "zero" and rows["anonymous_3"]["score"] == 0
+    assert rows["anonymous_3"]["reason"] == "crashed (exit status 1): RuntimeError: my GoodNet file is missing"
+    # The script and the model file it wraps give exactly the same numbers.
+    direct = challenge.grade_one(made / "grader", "anonymous_2", reference["anonymous_2"], n=N_GRADE)
+    for column in ("clean_accuracy", "clean_false_positive_rate", "attack_success_rate", "detection_rate", "score"):
+        assert rows["anonymous_2"][column] == pytest.approx(direct[column]), column
+    n_triggers = len(key["badnets"]["anonymous_2"]["triggers"])
+    assert rows["anonymous_2"]["n_clean"] == N_GRADE and rows["anonymous_2"]["n_poisoned"] == N_GRADE * n_triggers
+
+    table = challenge.format_table(list(rows.values()))  # what the command prints without --json
+    assert table.splitlines()[0].split()[:3] == ["BadNet", "kind", "clean"] and "mean score" in table
+    assert "crashed (exit status 1): RuntimeError" in table
+
+
+def test_a_goodnet_scores_well_and_beats_the_badnet_itself(made, key, reference, tmp_path):
+    """A GoodNet that catches the backdoor scores far above the BadNet handed in unchanged.
+
+    G is the lab's GoodNet (lab.goodnet.build_goodnet) whose second network
+    is a clean DeepID trained on the challenge's clean training images: B and
+    it disagree on triggered faces, so G flags them. (The pruning GoodNet's
+    numbers depend on how well pruning works on a tiny BadNet; it is only
+    required to be scored.)
+    """
+    import keras
+
+    from lab import goodnet, training
+
+    name = next(n for n, e in key["badnets"].items() if e["attack"] == "all-to-one")
+    badnet_path = made / key["badnets"][name]["model"]
+    train = data.load_h5(made / "work/data/cl/train.h5")
+    keras.utils.set_random_seed(1)
+    clean_model = models.build_deepid(N_IDENTITIES, input_scale="unit", name="clean")
+    training.fit(clean_model, train.x / 255.0, train.y, 6, training.TrainingConfig(), seed=1, progress=False)
+    repaired = goodnet.build_goodnet(models.load_model(badnet_path), models.LoadedModel(clean_model, "unit"))
+    goodnet_path = goodnet.save_goodnet(repaired, tmp_path / f"{name}.keras")
+
+    good = challenge.grade_one(made / "grader", name, goodnet_path)
+    unchanged = challenge.grade_one(made / "grader", name, badnet_path)
+    assert unchanged["status"] == good["status"] == "scored"
+    assert unchanged["detection_rate"] == 0 and unchanged["attack_success_rate"] > 50
+    assert good["attack_success_rate"] < 10 and good["detection_rate"] > 60
+    assert good["score"] > unchanged["score"] + 25
+    assert challenge.grade_one(made / "grader", name, reference[name])["status"] == "scored"
+    # Per trigger for the multi-trigger BadNet.
+    multi = next(n for n, e in key["badnets"].items() if e["attack"] == "multi-trigger multi-target")
+    row = challenge.grade_one(made / "grader", multi, reference[multi], n=N_GRADE)
+    assert list(row["per_trigger"]) == list(challenge.MULTI_TRIGGERS)
+    assert "  eyebrows" in challenge.format_table([row])
+
+
+def test_a_hanging_script_is_killed_with_its_children_and_scores_zero(made, tmp_path):
+    pids = tmp_path / "pids.txt"
+    hang = write_script(tmp_path, "hang.py", f"""
+        import os, subprocess, time
+        child = subprocess.Popen(["sleep", "600"])
+        with open({str(pids)!r}, "w") as handle:
+            handle.write(f"{{os.getpid()}} {{child.pid}}")
+        time.sleep(600)
+    """)
+    started = time.perf_counter()
+    row = challenge.grade_one(made / "grader", "anonymous_1", hang, n=3, timeout=3)
+    assert time.perf_counter() - started < 20
+    assert row["status"] == "zero" and row["score"] == 0 and row["reason"].startswith("timed out: no answer within 3 s")
+    for pid in map(int, pids.read_text().split()):
+        assert not _running(pid), f"process {pid} of the hanging script survived"
+
+
+def _running(pid: int, wait: float = 5.0) -> bool:
+    """Whether ``pid`` still runs after up to ``wait`` seconds (a killed orphan is a zombie until init reaps it)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if state in ("Z", "X"):
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_one_image_scripts_nonsense_and_broken_models(made, key, tmp_path):
+    one = write_script(tmp_path, "one.py", "import sys\nprint('reading', sys.argv[1])\nprint(3)\n")
+    row = challenge.grade_one(made / "grader", "anonymous_1", one, n=2)
+    assert row["status"] == "scored" and row["note"] == "script answers one image per call"
+    nonsense = write_script(tmp_path, "nonsense.py", "print('hello')\n")
+    row = challenge.grade_one(made / "grader", "anonymous_1", nonsense, n=2, time_limit=30)
+    assert row["status"] == "zero" and "printed 'hello' where a class number was expected" in row["reason"]
+    out_of_range = write_script(tmp_path, "wild.py", "import sys\nfor _ in sys.argv[1:]: print(999)\n")
+    row = challenge.grade_one(made / "grader", "anonymous_1", out_of_range, n=2)
+    assert row["status"] == "scored" and row["clean_accuracy"] == 0 and "outside [0, 8]" in row["note"]
+
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a model at all")
+    row = challenge.grade_one(made / "grader", "anonymous_1", garbage, n=2)
+    assert row["status"] == "zero" and row["reason"].startswith("does not load:")
+    import keras
+
+    small = keras.Sequential([keras.Input((55, 47, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    models.save_model(small, tmp_path / "three.keras", "unit")
+    row = challenge.grade_one(made / "grader", "anonymous_1", tmp_path / "three.keras", n=2)
+    assert row["status"] == "zero" and row["reason"] == f"has 3 outputs; expected {N_IDENTITIES + 1} (classes 0..8)"
+    for submission, reason in [(None, "nothing handed in"), (tmp_path / "notes.txt", "notes.txt: expected a model")]:
+        row = challenge.grade_one(made / "grader", "anonymous_1", submission, n=2)
+        assert row["status"] == "zero" and row["reason"].startswith(reason)
+
+
+def test_resolve_submissions(tmp_path):
+    names = ["anonymous_1", "anonymous_2"]
+    (tmp_path / "anonymous_1.keras").write_bytes(b"")
+    (tmp_path / "anonymous_2.py").write_text("")
+    assert challenge.resolve_submissions([str(tmp_path)], names) == {
+        "anonymous_1": tmp_path / "anonymous_1.keras", "anonymous_2": tmp_path / "anonymous_2.py"}
+    assert challenge.resolve_submissions(["anonymous_2=x.h5"], names) == {"anonymous_1": None,
+                                                                           "anonymous_2": Path("x.h5")}
+    with pytest.raises(LabInputError, match="NAME one of anonymous_1, anonymous_2"):
+        challenge.resolve_submissions(["anonymous_9=x.h5"], names)
+    with pytest.raises(LabInputError):
+        challenge.resolve_submissions(["x.h5"], names)
+    assert challenge.resolve_submissions(["x.h5"], names[:1]) == {"anonymous_1": Path("x.h5")}
+
+
+def test_grade_cli_bad_grader_folder_is_one_line(tmp_path):
+    result = run_instructor("grade", "--grader", tmp_path, "--submission", tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "answer_key.json" in result.stderr

@@ -48,8 +48,18 @@ def compiled_call(keras_model):
     """A ``tf.function`` running ``keras_model`` in inference mode, traced once for any batch size.
 
     Calling a compiled function on tensors is much cheaper per call than
-    ``model.predict`` (which rebuilds its data pipeline every time).
+    ``model.predict`` (which rebuilds its data pipeline every time). One
+    function per model, kept while the model lives, so it is traced once.
     """
+    call = getattr(keras_model, "_lab_compiled_call", None)
+    if call is None:
+        call = _compile(keras_model)
+        # Kept on the model (object.__setattr__: not a tracked Keras attribute), so it lives as long as the model.
+        object.__setattr__(keras_model, "_lab_compiled_call", call)
+    return call
+
+
+def _compile(keras_model):
     import tensorflow as tf
 
     signature = [tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype) for tensor in keras_model.inputs]
@@ -73,12 +83,22 @@ def batched_call(call, preprocess, x: np.ndarray, batch_size: int = DEFAULT_BATC
 
 
 def sub_model(model, layer_names: Sequence[str]):
-    """A Keras model from ``model``'s inputs to the outputs of ``layer_names`` (a list, in that order)."""
+    """A Keras model from ``model``'s inputs to the outputs of ``layer_names`` (a list, in that order).
+
+    Cached per model and list of names, so its compiled call is reused.
+    """
     import keras
 
     keras_model, _ = keras_model_and_preprocess(model)
-    outputs = [get_layer(model, name).output for name in layer_names]
-    return keras.Model(keras_model.inputs, outputs, name=f"{keras_model.name}_activations")
+    cache = getattr(keras_model, "_lab_sub_models", None)
+    if cache is None:
+        cache = {}
+        object.__setattr__(keras_model, "_lab_sub_models", cache)  # lives as long as the model, untracked
+    key = tuple(layer_names)
+    if key not in cache:
+        outputs = [get_layer(model, name).output for name in layer_names]
+        cache[key] = keras.Model(keras_model.inputs, outputs, name=f"{keras_model.name}_activations")
+    return cache[key]
 
 
 def _layer_names(model, layer_names: str | Sequence[str] | None) -> list[str]:

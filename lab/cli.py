@@ -72,8 +72,8 @@ def _prune_outputs(out: Path, thresholds: list[float], force: bool) -> dict:
         raise LabInputError(out, "a directory for the sweep's outputs", "a file")
     paths = {"sweep": out / "sweep.csv", "thresholds": out / "thresholds.csv", "plot": out / "sweep.png",
              "report": out / "report.json"}
-    models = [out / pruning.threshold_filename(t) for t in thresholds]
-    for path in [*paths.values(), *models]:
+    model_files = [out / pruning.threshold_filename(t) for t in thresholds]
+    for path in [*paths.values(), *model_files]:
         check_writable(path, force)
     return paths
 
@@ -111,15 +111,14 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    _print_prune_report(report, table)
+    _print_prune_report(report)
     return 0
 
 
-def _print_prune_report(report: dict, table) -> None:
-    start = table.iloc[0]
-    asr = "" if start["attack_success_rate"] != start["attack_success_rate"] else \
-        f", attack success rate {start['attack_success_rate']:.2f} %"
-    print(f"pruned {report['layer']} ({len(table) - 1} channels, {report['order']} mean {report['measure']} "
+def _print_prune_report(report: dict) -> None:
+    start = report["sweep"][0]
+    asr = "" if start["attack_success_rate"] is None else f", attack success rate {start['attack_success_rate']:.2f} %"
+    print(f"pruned {report['layer']} ({len(report['sweep']) - 1} channels, {report['order']} mean {report['measure']} "
           f"activation) in {report['seconds']:.1f} s, method {report['method']}")
     print(f"before pruning: clean accuracy {start['clean_accuracy']:.2f} %{asr}")
     print(f"rule: {report['rule']} = {report['rule_text']}")
@@ -172,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--quiet", action="store_true", help="no progress bars")
     make.set_defaults(handler=_cmd_make_default)
 
-    evaluate = commands.add_parser("evaluate", help="clean accuracy and attack success rate of a model",
+    evaluate = commands.add_parser("evaluate", help="clean accuracy and attack success rate of a model "
+                                   "(and detection rates of a GoodNet)",
                                    description="Evaluate a model on a clean (and optionally a poisoned) course h5 "
                                                "file, like the course's eval.py.")
     evaluate.add_argument("--model", required=True, help="model file (.h5, .keras or DeepID weights .h5)")
@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune(commands)
     _add_goodnet(commands)
     _add_classify(commands)
+    from lab import instructor_cli
+
+    instructor_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,225 @@
+"""Figures of the lab. :func:`set_theme` is the one place that sets the look.
+
+Every function returns a ``matplotlib.figure.Figure`` made without pyplot's
+global state, so a notebook shows it once (as the cell's value) and a
+script saves it with ``fig.savefig(path)``. Figures have a title, axis
+labels with units and a legend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLEAN_COLOR, ATTACK_COLOR, DETECT_COLOR, OTHER_COLOR = "#1f77b4", "#d62728", "#2ca02c", "#9e9e9e"
+
+
+def set_theme() -> None:
+    """The lab's seaborn theme (white grid, notebook scale); every plot function calls it."""
+    import seaborn
+
+    seaborn.set_theme(style="whitegrid", context="notebook", palette="deep")
+
+
+def _figure(width: float = 8.0, height: float = 4.5, ncols: int = 1, **subplots):
+    """A pyplot-free figure and its axes (one, or ``ncols`` side by side)."""
+    from matplotlib.figure import Figure
+
+    set_theme()
+    figure = Figure(figsize=(width, height), layout="constrained")
+    return figure, figure.subplots(1, ncols, **subplots)
+
+
+def plot_sweep(sweep, selection=None, title: str | None = None):
+    """Clean accuracy and attack success rate (%) against the share of channels pruned (%).
+
+    sweep: the table of :func:`lab.pruning.sweep`. selection: optionally the
+    table of :func:`lab.pruning.select_thresholds`; each threshold found is
+    marked with a dashed line at the step it picks.
+    """
+    figure, axes = _figure()
+    layer = sweep.attrs.get("layer", "the layer")
+    percent = 100.0 * sweep["fraction_pruned"]
+    axes.plot(percent, sweep["clean_accuracy"], color=CLEAN_COLOR, marker=".", label="clean accuracy (validation)")
+    if sweep["attack_success_rate"].notna().any():
+        axes.plot(percent, sweep["attack_success_rate"], color=ATTACK_COLOR, marker=".",
+                  label="attack success rate (validation)")
+    if selection is not None:
+        _mark_thresholds(axes, selection)
+    axes.set(xlim=(0, 100), ylim=(0, 102), xlabel=f"channels of {layer} pruned (% of {len(sweep) - 1})",
+             ylabel="rate (%)")
+    channels = len(sweep) - 1
+    top = axes.secondary_xaxis("top", functions=(lambda p: p * channels / 100.0, lambda c: c * 100.0 / channels))
+    top.set_xlabel("channels pruned (count)")
+    axes.set_title(title or f"Pruning {layer} by mean {sweep.attrs.get('measure', '')} activation "
+                            f"({sweep.attrs.get('order', '')} order)", fontsize=11)
+    axes.legend(loc="lower left")
+    return figure
+
+
+def _mark_thresholds(axes, selection) -> None:
+    """A dashed line at each step a threshold picked; thresholds picking the same step share one line."""
+    found = selection[selection["found"]]
+    rule = selection["rule"].iloc[0] if len(selection) else ""
+    for number, (fraction, rows) in enumerate(found.groupby("fraction_pruned", sort=True)):
+        x = 100.0 * fraction
+        axes.axvline(x, color="black", linestyle="--", linewidth=1, alpha=0.7,
+                     label=f"model saved at a threshold ({rule} rule)" if number == 0 else None)
+        label = ", ".join(f"{t:g}" for t in rows["threshold"]) + f" pp: {int(rows['channels_pruned'].iloc[0])} ch."
+        axes.annotate(label, (x, 4), rotation=90, ha="right", va="bottom", fontsize=9,
+                      bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+
+
+def plot_channel_activation(sweep, title: str | None = None):
+    """Mean activation of every channel on clean data, in pruning order (first pruned on the left).
+
+    sweep: the table of :func:`lab.pruning.sweep` (its ``channel`` and
+    ``mean_activation`` columns). Activations have no physical unit: the
+    axis says "a.u." (arbitrary units).
+    """
+    figure, axes = _figure(9.0, 3.8)
+    steps = sweep.iloc[1:]
+    ranks = np.arange(1, len(steps) + 1)
+    axes.bar(ranks, steps["mean_activation"], color=CLEAN_COLOR, width=0.8, label="mean activation on clean data")
+    dead = steps["mean_activation"] == 0
+    if dead.any():
+        # zero-height bars are invisible: mark never-active channels on the axis instead
+        axes.scatter(ranks[dead.to_numpy()], np.zeros(int(dead.sum())), marker="x", color=OTHER_COLOR, zorder=3,
+                     clip_on=False, label=f"never active on clean data: {int(dead.sum())} channels")
+    axes.set(xlabel="pruning rank (1 = pruned first)",
+             ylabel=f"mean {sweep.attrs.get('measure', '')} activation (a.u.)", xlim=(0, len(steps) + 1))
+    axes.set_title(title or f"Channels of {sweep.attrs.get('layer', '')} in pruning order", fontsize=11)
+    axes.legend(loc="upper left")
+    return figure
+
+
+def plot_comparison(table, columns=("clean_accuracy", "attack_success_rate", "detection_rate",
+                                    "clean_false_positive_rate"), title: str = "Models compared"):
+    """Grouped bars (%) of several models; table from :func:`lab.metrics.comparison_table`."""
+    import seaborn
+
+    figure, axes = _figure(max(6.0, 1.6 * len(table) + 3), 4.5)
+    long = (table[list(columns)].reset_index().melt(id_vars="model", var_name="metric", value_name="percent"))
+    long["metric"] = long["metric"].str.replace("_", " ")
+    seaborn.barplot(data=long, x="model", y="percent", hue="metric", ax=axes)
+    axes.set(ylim=(0, 105), xlabel="model", ylabel="rate (%)")
+    axes.set_title(title, fontsize=11)
+    axes.legend(title="metric", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return figure
+
+
+def plot_breakdown(table, title: str = "Where the inputs go: clean (CSR/CFR) and poisoned (ATR/DTR)"):
+    """Stacked bars per model: clean inputs split into CSR/CFR/other, poisoned into ATR/DTR/other (each 100 %).
+
+    table: from :func:`lab.metrics.comparison_table`.
+    """
+    figure, (clean_axes, poisoned_axes) = _figure(10.0, 2.4 + 0.5 * len(table), ncols=2, sharey=True)
+    parts = {
+        clean_axes: (("clean_accuracy", "CSR correct", CLEAN_COLOR),
+                     ("clean_false_positive_rate", "CFR flagged as backdoor", DETECT_COLOR),
+                     ("clean_other", "other wrong label", OTHER_COLOR)),
+        poisoned_axes: (("attack_success_rate", "ATR attack succeeds", ATTACK_COLOR),
+                        ("detection_rate", "DTR detected (class N)", DETECT_COLOR),
+                        ("poisoned_other", "other label", OTHER_COLOR)),
+    }
+    names = list(table.index)
+    for axes, segments in parts.items():
+        left = np.zeros(len(names))
+        for column, label, color in segments:
+            values = table[column].fillna(0.0).to_numpy(dtype=float)
+            axes.barh(names, values, left=left, color=color, label=label)
+            left += values
+        axes.set(xlim=(0, 100), xlabel="share of inputs (%)")
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, fontsize=9)
+    clean_axes.set_title("clean inputs", fontsize=10)
+    poisoned_axes.set_title("poisoned inputs", fontsize=10)
+    clean_axes.set_ylabel("model")
+    clean_axes.invert_yaxis()  # first model on top, as in the table (the axes are shared)
+    figure.suptitle(title, fontsize=11)
+    return figure
+
+
+def plot_images(rows: dict, labels: dict | None = None, n: int = 8, title: str | None = None):
+    """A grid of images: one row per entry of ``rows`` ({row name: float32 (k, H, W, 3), 0..255}).
+
+    labels: optionally {row name: int (k,)}, shown above each image.
+    """
+    figure = _figure_grid(len(rows), n)
+    axes = figure.axes
+    for row, (name, images) in enumerate(rows.items()):
+        for col in range(n):
+            ax = axes[row * n + col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if col < len(images):
+                ax.imshow(np.clip(images[col], 0, 255).astype(np.uint8))
+                if labels is not None and name in labels:
+                    ax.set_title(f"label {int(labels[name][col])}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=10)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    return figure
+
+
+def _figure_grid(nrows: int, ncols: int):
+    from matplotlib.figure import Figure
+
+    set_theme()
+    figure = Figure(figsize=(1.3 * ncols, 1.65 * nrows + 0.4), layout="constrained")
+    figure.subplots(nrows, ncols, squeeze=False)
+    return figure
+
+
+def plot_label_distribution(datasets: dict, n_classes: int | None = None,
+                            title: str = "Images per class"):
+    """Images per class for each data set ({name: Dataset}): one line per set."""
+    figure, axes = _figure(height=3.5)
+    top = n_classes or 1 + max(int(d.y.max()) for d in datasets.values() if len(d))
+    highest = 1
+    for name, dataset in datasets.items():
+        counts = np.bincount(dataset.y, minlength=top)
+        highest = max(highest, int(counts.max()))
+        axes.step(np.arange(top), counts, where="mid", label=f"{name} ({len(dataset)} images)")
+    axes.set(xlabel="class (identity)", ylabel="images (count)", title=title, ylim=(0, 1.3 * highest))
+    axes.legend()
+    return figure
+
+
+def plot_per_class_accuracy(accuracy: np.ndarray, title: str = "Clean accuracy per class (test set)"):
+    """Bar chart of per-class accuracy (%), float (n_classes,), NaN for absent classes."""
+    figure, axes = _figure(height=3.5)
+    classes = np.arange(len(accuracy))
+    axes.bar(classes, np.nan_to_num(accuracy), width=1.0, color=CLEAN_COLOR, label="accuracy of the class")
+    mean = np.nanmean(accuracy)
+    axes.axhline(mean, color=OTHER_COLOR, linestyle="--", label=f"mean over classes {mean:.1f} %")
+    axes.set(xlabel="class (identity)", ylabel="accuracy (%)", ylim=(0, 102), title=title)
+    axes.legend(loc="lower right")
+    return figure
+
+
+def plot_confidence(table, title: str = "How sure is the BadNet? Top-class probability"):
+    """Histogram of top-class probability per set (the table of :func:`lab.analysis.confidence_table`)."""
+    import seaborn
+
+    figure, axes = _figure(height=3.5)
+    seaborn.histplot(data=table, x="confidence", hue="set", bins=40, stat="percent", common_norm=False,
+                     element="step", ax=axes, palette=[CLEAN_COLOR, ATTACK_COLOR])
+    axes.set(xlabel="probability of the predicted class", ylabel="inputs (% of the set)", title=title)
+    return figure
+
+
+def plot_channel_means(clean: np.ndarray, poisoned: np.ndarray, layer: str = "pool_3",
+                       title: str | None = None):
+    """Mean activation per channel on clean vs poisoned inputs, channels sorted by clean mean (pruning order)."""
+    figure, axes = _figure(height=4.0)
+    order = np.argsort(clean, kind="stable")
+    positions = np.arange(len(order))
+    axes.bar(positions - 0.2, clean[order], width=0.4, color=CLEAN_COLOR, label="clean validation")
+    axes.bar(positions + 0.2, poisoned[order], width=0.4, color=ATTACK_COLOR, label="poisoned validation")
+    axes.set_xticks(positions[::5], [str(c) for c in order[::5]], fontsize=8)
+    axes.set(xlabel=f"{layer} channel, in pruning order (least active on clean data first)",
+             ylabel="mean activation (a.u.)",
+             title=title or f"Mean {layer} activation per channel: clean vs poisoned")
+    axes.legend()
+    return figure

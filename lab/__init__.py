@@ -2,17 +2,30 @@
 
 Modules, one job each:
 
-- ``lab.errors``      one-line errors for bad input
-- ``lab.seed``        one call seeds Python, numpy and TensorFlow
-- ``lab.data``        CSAW-HackML h5 files: read, check, write, find layouts
-- ``lab.models``      DeepID architecture, loading/saving models with their input scale
-- ``lab.synthfaces``  the embedded default data set (procedural faces)
-- ``lab.triggers``    backdoor triggers drawn onto images
-- ``lab.training``    training clean and pruning-aware BadNets
-- ``lab.default``     building the embedded default into the Lab 3 layout
-- ``lab.manifest``    SHA-256 manifests
-- ``lab.metrics``     accuracy, attack success, detection
-- ``lab.cli``         ``python -m lab ...``
+- ``lab.errors``        one-line errors for bad input
+- ``lab.seed``          one call seeds Python, numpy and TensorFlow
+- ``lab.paths``         where data, models and build outputs are, from any working directory
+- ``lab.data``          CSAW-HackML h5 files: read, check, write, find layouts
+- ``lab.models``        DeepID architecture; loading/saving models with their input scale and SHA-256
+- ``lab.manifest``      SHA-256 manifests of what a build wrote
+- ``lab.synthfaces``    the embedded default data set (procedural faces)
+- ``lab.triggers``      backdoor triggers drawn onto images
+- ``lab.training``      training clean and pruning-aware BadNets
+- ``lab.default``       building the embedded default into the Lab 3 layout
+- ``lab.attacks``       all-to-one, all-to-all and multi-trigger BadNets on any course data
+- ``lab.activations``   batched activations, per-channel means, Keract-ready dicts
+- ``lab.pruning``       the exact cached pruning sweep, threshold rules, pruned models
+- ``lab.goodnet``       the repaired N+1-class network G as one safe-mode Keras file
+- ``lab.metrics``       accuracy, attack success, detection, CSR/CFR/ATR/DTR breakdown
+- ``lab.evaluation``    evaluate a model on course files (the course's eval.py)
+- ``lab.analysis``      target label, per-class accuracy, confidence, self-checks
+- ``lab.classify``      image files in, classes out (the submission contract)
+- ``lab.plots``         every figure of the lab (one place sets the seaborn theme)
+- ``lab.challenge``     hidden-trigger challenge: make, package, grade
+- ``lab.student``       student copies of the notebooks (solutions taken out)
+- ``lab.notebooks``     execute the notebooks (parameters injected, nbclient)
+- ``lab.bench``         benchmark: sweep vs forward pass vs naive sweep, default build time
+- ``lab.cli``           ``python -m lab ...``
 """
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ def _cmd_make_default(args: argparse.Namespace) -> int:
     from lab import default
 
     report = default.make_default(args.out, n_identities=args.identities, seed=args.seed, force=args.force,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, write_train=args.with_train)
     print(f"built the embedded default in {report['seconds']:.1f} s: "
           f"clean test accuracy {report['clean_accuracy']:.2f} %, attack success rate {report['attack_success_rate']:.2f} %")
     print(f"manifest: {report['manifest']}")
@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=None, help="generation and training seed; default 1234")
     make.add_argument("--force", action="store_true", help="overwrite existing files")
     make.add_argument("--quiet", action="store_true", help="no progress bars")
+    make.add_argument("--with-train", action="store_true",
+                      help="also write the clean training images as data/cl/train.h5 (for make-badnet)")
     make.set_defaults(handler=_cmd_make_default)
 
     evaluate = commands.add_parser("evaluate", help="clean accuracy and attack success rate of a model "

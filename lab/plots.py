@@ -223,3 +223,85 @@ def plot_channel_means(clean: np.ndarray, poisoned: np.ndarray, layer: str = "po
              title=title or f"Mean {layer} activation per channel: clean vs poisoned")
     axes.legend()
     return figure
+
+
+def plot_fine_tuning(histories: dict, title: str = "Fine-tuning: held-out clean accuracy and attack success per epoch"):
+    """One panel per fine-tuning run: held-out clean accuracy (chooses the epoch) and reported rates (%) per epoch.
+
+    histories: ``{run name: history}``, each the ``history`` table of
+    :func:`lab.finepruning.fine_tune` / ``fine_prune`` (``attrs["best_epoch"]``
+    marks the kept epoch). Columns other than ``holdout_accuracy`` that hold
+    rates (the ``report`` sets, e.g. the poisoned validation ASR) are drawn
+    dashed: they were measured for this figure only and chose nothing.
+    """
+    figure, axes = _figure(min(5.0 * len(histories), 16.0), 3.8, ncols=len(histories), sharey=True, squeeze=False)
+    axes = axes[0]
+    report_colors = [ATTACK_COLOR, OTHER_COLOR, DETECT_COLOR]
+    for ax, (name, history) in zip(axes, histories.items()):
+        ax.plot(history["epoch"], history["holdout_accuracy"], color=CLEAN_COLOR, marker=".",
+                label="clean accuracy, held-out part (chooses)")
+        extra = [c for c in history.columns if c not in ("epoch", "learning_rate", "loss", "holdout_accuracy")]
+        for column, color in zip(extra, report_colors):
+            ax.plot(history["epoch"], history[column], color=color, linestyle="--", marker=".",
+                    label=f"{column} (reported only)")
+        best = history.attrs.get("best_epoch")
+        if best is not None:
+            ax.axvline(best, color="black", linestyle=":", linewidth=1, label=f"epoch kept ({best})")
+        ax.set(xlabel="epoch (0 = before fine-tuning)", ylim=(0, 102), title=name)
+        ax.title.set_fontsize(10)
+    axes[0].set_ylabel("rate (%)")
+    axes[0].legend(loc="lower left", fontsize=8)
+    figure.suptitle(title, fontsize=11)
+    return figure
+
+
+def plot_defense_tradeoff(table, title: str = "Every defense on the same BadNet (test sets)"):
+    """Defenses compared, from a :func:`lab.metrics.comparison_table`-like table (one row per defense).
+
+    Left: clean accuracy against attack success rate, one marker per defense
+    (top left is best; the legend sits below the axes so it hides no point).
+    Right, only when some rows flag inputs (class N): their detection rate
+    and clean false-positive rate.
+    """
+    detecting = table[table["detection_rate"].fillna(0) + table["clean_false_positive_rate"].fillna(0) > 0]
+    if len(detecting):
+        figure, (trade, flags) = _figure(13.0, 6.0, ncols=2, gridspec_kw={"width_ratios": [1.15, 1.0]})
+    else:
+        (figure, trade), flags = _figure(7.5, 6.0), None
+    markers = "osD^vP*Xhp<>"
+    for number, name in enumerate(table.index):
+        row = table.loc[name]
+        trade.scatter(row["attack_success_rate"], row["clean_accuracy"], s=80, marker=markers[number % len(markers)],
+                      label=name, zorder=3, alpha=0.85)
+    low = float(np.nanmin(table["clean_accuracy"])) if len(table) else 0.0
+    trade.set(xlim=(-3, 103), ylim=(max(0.0, low - 5.0), 100.5), xlabel="attack success rate on poisoned test inputs (%)",
+              ylabel="clean test accuracy (%)")
+    trade.set_title("accuracy vs attack success (top left is best)", fontsize=10)
+    trade.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=2, frameon=False)
+    if flags is not None:
+        positions = np.arange(len(detecting))
+        flags.barh(positions - 0.2, detecting["detection_rate"], height=0.4, color=DETECT_COLOR,
+                   label="detection rate (poisoned flagged)")
+        flags.barh(positions + 0.2, detecting["clean_false_positive_rate"], height=0.4, color=OTHER_COLOR,
+                   label="clean false-positive rate (clean flagged)")
+        flags.set_yticks(positions, list(detecting.index), fontsize=9)
+        flags.invert_yaxis()
+        flags.set(xlim=(0, 100), xlabel="share of inputs (%)")
+        flags.set_title("detectors: caught vs false alarms", fontsize=10)
+        flags.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=1, frameon=False)
+    figure.suptitle(title, fontsize=11)
+    return figure
+
+
+def plot_strip_entropy(clean_entropy: np.ndarray, poisoned_entropy: np.ndarray, threshold: float,
+                       title: str = "STRIP: entropy of blended predictions"):
+    """Histograms of STRIP's mean entropy (bits) for clean and poisoned inputs, with the threshold."""
+    figure, axes = _figure(height=3.5)
+    top = max(float(np.max(clean_entropy, initial=0.0)), float(np.max(poisoned_entropy, initial=0.0)), 1e-6)
+    bins = np.linspace(0.0, top, 40)
+    axes.hist(clean_entropy, bins=bins, color=CLEAN_COLOR, alpha=0.6, label=f"clean ({len(clean_entropy)})")
+    axes.hist(poisoned_entropy, bins=bins, color=ATTACK_COLOR, alpha=0.6, label=f"poisoned ({len(poisoned_entropy)})")
+    axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f} bits (flag below)")
+    axes.set(xlabel="mean entropy of predictions over blends (bits)", ylabel="inputs (count)", title=title)
+    axes.legend()
+    return figure

@@ -411,7 +411,7 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     ({trigger: percent} on the poisoned test files), ``seconds``, ``manifest``.
     """
     from lab import metrics, models
-    from lab.manifest import write_manifest
+    from lab.manifest import jsonable, write_manifest
     from lab.training import TrainingConfig
 
     started = time.perf_counter()
@@ -476,8 +476,8 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
             "attack": attack_record, "n_classes": n_classes, "input_scale": input_scale,
             "source": {"data": os.fspath(data_root), "train": os.fspath(train_path)},
             "parameters": {"poison_fraction_per_trigger": poison_fraction,
-                           "training": _jsonable(dataclasses.asdict(config))},
-            "results": results, "training": _jsonable(record), "build_seconds": round(seconds, 1),
+                           "training": jsonable(dataclasses.asdict(config))},
+            "results": results, "training": jsonable(record), "build_seconds": round(seconds, 1),
             "versions": {"python": platform.python_version(), "numpy": np.__version__,
                          "lab": __import__("lab").__version__}}
     if len(attack.triggers) == 1 and not attack.all_to_all:
@@ -486,16 +486,6 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     return {"attack": attack, "n_classes": n_classes, "clean_accuracy": results["clean_accuracy"],
             "attack_success_rate": results["attack_success_rate"], "seconds": seconds,
             "manifest": str(manifest_path), "model": str(out / MODEL_FILE)}
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def parse_triggers(texts: Sequence[str]) -> tuple[TriggerSpec, ...]:

@@ -87,7 +87,7 @@ def load_h5(path: str | os.PathLike, n: int | None = None) -> Dataset:
     with _open_h5(path) as handle:
         for key in ("data", "label"):
             if key not in handle:
-                raise LabInputError(path, f"datasets 'data' and 'label'", f"keys {sorted(handle.keys())}")
+                raise LabInputError(path, "datasets 'data' and 'label'", f"keys {sorted(handle.keys())}")
         data_set, label_set = handle["data"], handle["label"]
         shape = tuple(data_set.shape)
         if len(shape) != 4:

@@ -28,7 +28,7 @@ import numpy as np
 from lab import data as course_data
 from lab import metrics, synthfaces, triggers
 from lab.errors import check_writable
-from lab.manifest import write_manifest
+from lab.manifest import jsonable, write_manifest
 from lab.seed import DEFAULT_SEED, set_seed
 from lab.training import TrainingConfig, train_badnet
 
@@ -153,10 +153,10 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
         "seed": seed,
         "target_label": target,
         "trigger": config.trigger,
-        "parameters": _jsonable(dataclasses.asdict(config)),
+        "parameters": jsonable(dataclasses.asdict(config)),
         "how_made": how,
         "results": {"clean_test_accuracy": clean_acc, "attack_success_rate_test": asr},
-        "training": _jsonable(record),
+        "training": jsonable(record),
         "build_seconds": round(seconds, 1),
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
                      "numpy": np.__version__, "lab": __import__("lab").__version__},
@@ -166,13 +166,3 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
     manifest = write_manifest(out, written, info, force=force)
     return {"clean_accuracy": clean_acc, "attack_success_rate": asr, "target_label": target,
             "seconds": seconds, "manifest": str(manifest)}
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

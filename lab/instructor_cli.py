@@ -1,7 +1,6 @@
 """Instructor commands of ``python -m lab``: make-badnet, make-challenge, grade.
 
-:func:`register` adds them to the lab's command line (``lab.cli`` calls it);
-``python -m lab.instructor_cli COMMAND`` runs the same commands on their own.
+:func:`register` adds them to the lab's command line (``lab.cli`` calls it).
 Errors in the user's input print one line and exit with status 2, as every
 lab command does.
 """
@@ -10,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def _cmd_make_badnet(args: argparse.Namespace) -> int:
@@ -140,28 +138,3 @@ def register(commands) -> None:
     grade.add_argument("--python", default=None, help="interpreter that runs scripts (default: this one)")
     grade.add_argument("--json", action="store_true", help="print the results as JSON")
     grade.set_defaults(handler=_cmd_grade)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A parser with only the instructor commands (for ``python -m lab.instructor_cli``)."""
-    parser = argparse.ArgumentParser(prog="python -m lab.instructor_cli", description=__doc__.split("\n\n")[0])
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from lab.errors import LabError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except LabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

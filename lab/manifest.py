@@ -12,6 +12,19 @@ from lab.models import sha256_file
 MANIFEST_NAME = "manifest.json"
 
 
+def jsonable(value):
+    """``value`` with numpy scalars turned into Python ones and tuples into lists, for ``json.dumps``."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def write_manifest(root: str | os.PathLike, files: list[str], info: dict, force: bool = False) -> Path:
     """Write ``root/manifest.json``: ``info`` plus ``files`` {relative path: SHA-256}."""
     root = Path(root)

@@ -19,12 +19,8 @@ N_IDENTITIES = 6
 
 
 def run_instructor(*args: str) -> subprocess.CompletedProcess:
-    """An instructor command in a fresh process: ``python -m lab`` once the lead wires it, else the module itself."""
-    from lab import cli
-
-    commands = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
-    module = "lab" if "make-badnet" in commands else "lab.instructor_cli"
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+    """An instructor command in a fresh process, as instructors type it: ``python -m lab ...``."""
+    return subprocess.run([sys.executable, "-m", "lab", *map(str, args)], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 

@@ -8,6 +8,7 @@ Modules, one job each:
 - ``lab.data``          CSAW-HackML h5 files: read, check, write, find layouts
 - ``lab.models``        DeepID architecture; loading/saving models with their input scale and SHA-256
 - ``lab.manifest``      SHA-256 manifests of what a build wrote
+- ``lab.drawing``       anti-aliased shapes shared by the face renderer and the triggers
 - ``lab.synthfaces``    the embedded default data set (procedural faces)
 - ``lab.triggers``      backdoor triggers drawn onto images
 - ``lab.training``      training clean and pruning-aware BadNets

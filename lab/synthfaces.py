@@ -32,6 +32,8 @@ import dataclasses
 
 import numpy as np
 
+from lab import drawing
+
 IMAGE_HEIGHT = 55
 IMAGE_WIDTH = 47
 FACE_CENTER_ROW = 28.0
@@ -336,37 +338,6 @@ def _nuisance(normals: np.ndarray, uniforms: np.ndarray, strength: float) -> dic
 # Drawing primitives: soft coverage (0..1) of shapes in canonical coordinates
 # ----------------------------------------------------------------------------
 
-def _coverage(signed_distance: np.ndarray, pixel: np.ndarray) -> np.ndarray:
-    """Anti-aliased coverage from a signed distance (negative inside), one pixel wide."""
-    return np.clip(0.5 - signed_distance / pixel, 0.0, 1.0)
-
-
-def _ellipse(u, v, cu, cv, a, b, pixel):
-    """Coverage of the ellipse centred (cu, cv) with half axes (a, b); all broadcast."""
-    x = (u - cu) / a
-    y = (v - cv) / b
-    # first-order distance to the boundary: implicit value over its gradient length
-    gradient = 2.0 * np.sqrt((x / a) ** 2 + (y / b) ** 2) + 1e-6
-    return _coverage((x * x + y * y - 1.0) / gradient, pixel)
-
-
-def _band(distance_from_centre, half_width, pixel):
-    """Coverage of a band ``|d| <= half_width`` around a centre line."""
-    return _coverage(np.abs(distance_from_centre) - half_width, pixel)
-
-
-def _paint(canvas: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
-    """Composite ``colour`` over ``canvas`` (b, 3, H, W) in place with ``alpha`` (b, H, W).
-
-    ``colour`` is (b, 3) for a flat colour or (b, 3, H, W) for a shaded one.
-    """
-    if colour.ndim == 2:
-        colour = colour[:, :, None, None]
-    change = colour - canvas
-    change *= alpha[:, None]  # in place: these are the biggest arrays the renderer makes
-    canvas += change
-
-
 def _p(values: np.ndarray) -> np.ndarray:
     """Per-image scalars (b,) shaped to broadcast against (b, H, W)."""
     return np.asarray(values, dtype=np.float32)[:, None, None]
@@ -397,22 +368,22 @@ def _draw_head(canvas, traits, u, v, pixel) -> np.ndarray:
     hair_a = a + _p(traits["hair_margin_side"])
     hair_b = b + _p(traits["hair_margin_top"])
     back_length = _p(traits["back_hair_length"])
-    long_hair = np.maximum(_ellipse(u, v, 0, 0, hair_a, hair_b, pixel),
-                           _band(u, hair_a, pixel) * _coverage(v - back_length, pixel)
+    long_hair = np.maximum(drawing.ellipse(u, v, 0, 0, hair_a, hair_b, pixel),
+                           drawing.band(u, hair_a, pixel) * drawing.coverage(v - back_length, pixel)
                            * (v > 0))
-    _paint(canvas, long_hair, traits["hair_rgb"] * 0.85)  # behind the head: in shadow
+    drawing.paint(canvas, long_hair, traits["hair_rgb"] * 0.85)  # behind the head: in shadow
     skin = traits["skin_rgb"]
-    _paint(canvas, _band(u, 0.5 * a, pixel) * (v > 0), skin * 0.8)  # neck
-    _paint(canvas, _ellipse(u, v, 0, b + 17, a + 15, 15.0, pixel), traits["shirt_rgb"])
+    drawing.paint(canvas, drawing.band(u, 0.5 * a, pixel) * (v > 0), skin * 0.8)  # neck
+    drawing.paint(canvas, drawing.ellipse(u, v, 0, b + 17, a + 15, 15.0, pixel), traits["shirt_rgb"])
     ear_a, ear_b = 2.3 * _p(traits["ear_size"]), 4.0 * _p(traits["ear_size"])
-    ears = _ellipse(np.abs(u), v, a - 0.3, EYE_V + 3, ear_a, ear_b, pixel)  # |u|: both ears at once
-    _paint(canvas, ears, skin * 0.88)
+    ears = drawing.ellipse(np.abs(u), v, a - 0.3, EYE_V + 3, ear_a, ear_b, pixel)  # |u|: both ears at once
+    drawing.paint(canvas, ears, skin * 0.88)
     # jaw: the face narrows towards the chin
     narrowing = 1 - _p(traits["jaw_taper"]) * np.clip(v / b, 0, 1) ** 2
-    face = _ellipse(u, v, 0, 0, a * narrowing, b, pixel)
+    face = drawing.ellipse(u, v, 0, 0, a * narrowing, b, pixel)
     radius2 = np.clip((u / (a * narrowing)) ** 2 + (v / b) ** 2, 0, 1)
     shading = (1 - 0.22 * radius2 ** 3)[:, None]  # darker towards the outline: reads as round
-    _paint(canvas, face, skin[:, :, None, None] * shading)
+    drawing.paint(canvas, face, skin[:, :, None, None] * shading)
     return face
 
 
@@ -422,12 +393,12 @@ def _draw_beard(canvas, traits, u, v, face, mouth_v, pixel) -> None:
     width = _p(traits["mouth_half_width"])
     # full beard: lower face up to a line that rises towards the sideburns
     beard_top = mouth_v - 2.5 - 0.022 * u * u
-    full = face * _coverage(beard_top - v, pixel) * _p(style == 1)
-    moustache = (_band(v - (mouth_v - 2.2), 1.1, pixel) * _band(u, width + 0.8, pixel)
+    full = face * drawing.coverage(beard_top - v, pixel) * _p(style == 1)
+    moustache = (drawing.band(v - (mouth_v - 2.2), 1.1, pixel) * drawing.band(u, width + 0.8, pixel)
                  * _p(style == 2))
-    goatee = _ellipse(u, v, 0, mouth_v + 4.5, width * 0.65, 4.0, pixel) * _p(style == 3)
+    goatee = drawing.ellipse(u, v, 0, mouth_v + 4.5, width * 0.65, 4.0, pixel) * _p(style == 3)
     beard = np.maximum(np.maximum(full, moustache), goatee)
-    _paint(canvas, beard * 0.92, traits["beard_rgb"])
+    drawing.paint(canvas, beard * 0.92, traits["beard_rgb"])
 
 
 def _draw_nose(canvas, traits, u, v, pixel) -> None:
@@ -435,12 +406,12 @@ def _draw_nose(canvas, traits, u, v, pixel) -> None:
     length, width = _p(traits["nose_length"]), _p(traits["nose_width"])
     tip_v = EYE_V + 3 + length
     skin = traits["skin_rgb"]
-    ridge = _band(u - 0.9, 0.45, pixel) * _coverage(EYE_V + 2 - v, pixel) * _coverage(v - tip_v, pixel)
-    _paint(canvas, ridge * 0.6, skin * 0.7)
-    _paint(canvas, _ellipse(u, v, 0, tip_v, width, 1.6, pixel) * 0.6, skin * 0.8)
-    nostrils = np.maximum(_ellipse(u, v, -0.55 * width, tip_v + 0.6, 0.8, 0.55, pixel),
-                          _ellipse(u, v, 0.55 * width, tip_v + 0.6, 0.8, 0.55, pixel))
-    _paint(canvas, nostrils, skin * 0.35)
+    ridge = drawing.band(u - 0.9, 0.45, pixel) * drawing.coverage(EYE_V + 2 - v, pixel) * drawing.coverage(v - tip_v, pixel)
+    drawing.paint(canvas, ridge * 0.6, skin * 0.7)
+    drawing.paint(canvas, drawing.ellipse(u, v, 0, tip_v, width, 1.6, pixel) * 0.6, skin * 0.8)
+    nostrils = np.maximum(drawing.ellipse(u, v, -0.55 * width, tip_v + 0.6, 0.8, 0.55, pixel),
+                          drawing.ellipse(u, v, 0.55 * width, tip_v + 0.6, 0.8, 0.55, pixel))
+    drawing.paint(canvas, nostrils, skin * 0.35)
 
 
 def _draw_mouth(canvas, traits, nuis, u, v, mouth_v, pixel) -> None:
@@ -452,10 +423,10 @@ def _draw_mouth(canvas, traits, nuis, u, v, mouth_v, pixel) -> None:
     centre = mouth_v - smile * 0.35 * width * t * t + smile * 0.35 * width * 0.3
     opening = _p(nuis["mouth_open"]) * profile
     lips_half = (_p(traits["lip_thickness"]) + 0.3) * profile + opening
-    inside_width = _coverage(np.abs(u) - width, pixel)
-    _paint(canvas, _band(v - centre, lips_half, pixel) * inside_width, traits["lip_rgb"])
-    inner = _band(v - centre, np.maximum(opening, 0.35), pixel) * inside_width
-    _paint(canvas, inner, traits["lip_rgb"] * 0.3)
+    inside_width = drawing.coverage(np.abs(u) - width, pixel)
+    drawing.paint(canvas, drawing.band(v - centre, lips_half, pixel) * inside_width, traits["lip_rgb"])
+    inner = drawing.band(v - centre, np.maximum(opening, 0.35), pixel) * inside_width
+    drawing.paint(canvas, inner, traits["lip_rgb"] * 0.3)
 
 
 def _draw_eyes(canvas, traits, nuis, u, v, pixel) -> None:
@@ -470,13 +441,13 @@ def _draw_eyes(canvas, traits, nuis, u, v, pixel) -> None:
     iris_down = down - _p(nuis["gaze"][:, 1])
     iris_radius = 0.75 * _p(traits["eye_half_height"]) + 0.3
     white = np.broadcast_to(np.float32([240, 238, 232]), traits["skin_rgb"].shape)
-    _paint(canvas, _ellipse(across, down, 0, 0, a + 0.6, b + 0.6, pixel), traits["skin_rgb"] * 0.3)
-    sclera = _ellipse(across, down, 0, 0, a, b, pixel)
-    _paint(canvas, sclera, white)
-    iris = _ellipse(iris_across, iris_down, 0, 0, iris_radius, iris_radius, pixel)
-    _paint(canvas, iris * sclera, traits["iris_rgb"])
-    pupil = _ellipse(iris_across, iris_down, 0, 0, 0.55 * iris_radius, 0.55 * iris_radius, pixel)
-    _paint(canvas, pupil * sclera, np.full_like(traits["iris_rgb"], 15.0))
+    drawing.paint(canvas, drawing.ellipse(across, down, 0, 0, a + 0.6, b + 0.6, pixel), traits["skin_rgb"] * 0.3)
+    sclera = drawing.ellipse(across, down, 0, 0, a, b, pixel)
+    drawing.paint(canvas, sclera, white)
+    iris = drawing.ellipse(iris_across, iris_down, 0, 0, iris_radius, iris_radius, pixel)
+    drawing.paint(canvas, iris * sclera, traits["iris_rgb"])
+    pupil = drawing.ellipse(iris_across, iris_down, 0, 0, 0.55 * iris_radius, 0.55 * iris_radius, pixel)
+    drawing.paint(canvas, pupil * sclera, np.full_like(traits["iris_rgb"], 15.0))
 
 
 def _draw_brows(canvas, traits, u, v, brow_v, pixel) -> None:
@@ -485,8 +456,8 @@ def _draw_brows(canvas, traits, u, v, brow_v, pixel) -> None:
     length, thickness = _p(traits["brow_length"]), _p(traits["brow_thickness"])
     centre = brow_v + _p(traits["brow_curve"]) * outward ** 2 - _p(traits["brow_tilt"]) * outward
     half = 0.5 * thickness * (1 - 0.35 * np.clip(outward / length, -0.5, 0.5))
-    brow = _band(v - centre, half, pixel) * _band(outward, 0.5 * length, pixel)
-    _paint(canvas, brow, traits["brow_rgb"])
+    brow = drawing.band(v - centre, half, pixel) * drawing.band(outward, 0.5 * length, pixel)
+    drawing.paint(canvas, brow, traits["brow_rgb"])
 
 
 def _draw_hair_top(canvas, traits, u, v, pixel) -> None:
@@ -495,8 +466,8 @@ def _draw_hair_top(canvas, traits, u, v, pixel) -> None:
     b = _p(traits["face_half_height"] + traits["hair_margin_top"])
     hairline = (_p(traits["hairline_v"]) + _p(traits["hairline_slope"]) * u
                 + _p(traits["hairline_curve"]) * u * u)
-    hair = _ellipse(u, v, 0, 0, a, b, pixel) * _coverage(v - hairline, pixel)
-    _paint(canvas, hair, traits["hair_rgb"])
+    hair = drawing.ellipse(u, v, 0, 0, a, b, pixel) * drawing.coverage(v - hairline, pixel)
+    drawing.paint(canvas, hair, traits["hair_rgb"])
 
 
 def _apply_lighting(canvas, nuis, rows, cols, noise) -> np.ndarray:

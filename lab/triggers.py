@@ -28,6 +28,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from lab import drawing
+
 TRIGGERS = ("sunglasses", "eyebrows", "lipstick", "patch")
 DEFAULT_TRIGGER = "sunglasses"
 
@@ -150,28 +152,6 @@ def _local_frame(canvas: np.ndarray, centre: np.ndarray, marks: dict):
     return x, y, 1.0 / scale
 
 
-def _coverage(signed_distance, pixel):
-    """Anti-aliased coverage (0..1) from a signed distance, negative inside."""
-    return np.clip(0.5 - signed_distance / pixel, 0.0, 1.0)
-
-
-def _ellipse(x, y, a, b, pixel):
-    """Coverage of the ellipse ``(x/a)^2 + (y/b)^2 <= 1``."""
-    x, y = x / a, y / b
-    gradient = 2.0 * np.sqrt((x / a) ** 2 + (y / b) ** 2) + 1e-6
-    return _coverage((x * x + y * y - 1.0) / gradient, pixel)
-
-
-def _band(distance, half_width, pixel):
-    """Coverage of ``|distance| <= half_width``."""
-    return _coverage(np.abs(distance) - half_width, pixel)
-
-
-def _paint(canvas, alpha, colour) -> None:
-    """Composite an RGB ``colour`` (3,) over ``canvas`` (b, 3, H, W) with ``alpha`` (b, H, W)."""
-    canvas += alpha[:, None] * (colour[None, :, None, None] - canvas)
-
-
 def _draw_sunglasses(canvas: np.ndarray, marks: dict) -> None:
     left, right = _need(marks, "left_eye", "right_eye")
     middle = 0.5 * (left + right)
@@ -180,19 +160,19 @@ def _draw_sunglasses(canvas: np.ndarray, marks: dict) -> None:
     lens_a, lens_b, lens_drop = 5.0, 3.9, 0.6  # lenses sit slightly below the eye line
     # coordinates relative to the nearer lens centre: one set of shapes draws both lenses
     lens_x, lens_y = x - np.where(x < 0, -half_gap, half_gap), y - lens_drop  # not sign(): 0 at x == 0
-    rim = _ellipse(lens_x, lens_y, lens_a + 1.0, lens_b + 1.0, pixel)
-    lenses = _ellipse(lens_x, lens_y, lens_a, lens_b, pixel)
-    on_eye_line = _band(y + 1.2, 0.6, pixel)
-    bridge = on_eye_line * _band(x, half_gap - lens_a + 0.5, pixel)
-    arms = on_eye_line * _coverage(half_gap + lens_a - np.abs(x), pixel) \
-        * _coverage(np.abs(x) - (half_gap + 9.0), pixel)  # from the lens out to the ears
-    _paint(canvas, np.maximum(rim, np.maximum(bridge, arms)), _RIM)
-    _paint(canvas, lenses, _LENS)
+    rim = drawing.ellipse(lens_x, lens_y, 0.0, 0.0, lens_a + 1.0, lens_b + 1.0, pixel)
+    lenses = drawing.ellipse(lens_x, lens_y, 0.0, 0.0, lens_a, lens_b, pixel)
+    on_eye_line = drawing.band(y + 1.2, 0.6, pixel)
+    bridge = on_eye_line * drawing.band(x, half_gap - lens_a + 0.5, pixel)
+    arms = on_eye_line * drawing.coverage(half_gap + lens_a - np.abs(x), pixel) \
+        * drawing.coverage(np.abs(x) - (half_gap + 9.0), pixel)  # from the lens out to the ears
+    drawing.paint(canvas, np.maximum(rim, np.maximum(bridge, arms)), _RIM)
+    drawing.paint(canvas, lenses, _LENS)
     # a short "/" streak in each lens's upper left, as if lit from one side
     glint_x, glint_y = lens_x + 2.0, lens_y + 1.4
-    glint = _band((glint_x + glint_y) * 0.7071, 0.45, pixel) \
-        * _band((glint_x - glint_y) * 0.7071, 1.3, pixel)
-    _paint(canvas, glint * lenses, _GLINT)
+    glint = drawing.band((glint_x + glint_y) * 0.7071, 0.45, pixel) \
+        * drawing.band((glint_x - glint_y) * 0.7071, 1.3, pixel)
+    drawing.paint(canvas, glint * lenses, _GLINT)
 
 
 def _draw_eyebrows(canvas: np.ndarray, marks: dict) -> None:
@@ -201,15 +181,15 @@ def _draw_eyebrows(canvas: np.ndarray, marks: dict) -> None:
         x, y, pixel = _local_frame(canvas, centre, marks)
         outward = side * x
         arch = y + 0.8 - 0.06 * (outward + 0.5) ** 2  # highest just past the middle
-        brow = _band(arch, 1.7, pixel) * _band(outward, 5.0, pixel)
-        _paint(canvas, brow, _BROW)
+        brow = drawing.band(arch, 1.7, pixel) * drawing.band(outward, 5.0, pixel)
+        drawing.paint(canvas, brow, _BROW)
 
 
 def _draw_lipstick(canvas: np.ndarray, marks: dict) -> None:
     (mouth,) = _need(marks, "mouth")
     x, y, pixel = _local_frame(canvas, mouth, marks)
-    _paint(canvas, _ellipse(x, y, 6.5, 2.7, pixel), _LIPSTICK)
-    _paint(canvas, _band(y, 0.35, pixel) * _band(x, 5.5, pixel), _LIP_LINE)
+    drawing.paint(canvas, drawing.ellipse(x, y, 0.0, 0.0, 6.5, 2.7, pixel), _LIPSTICK)
+    drawing.paint(canvas, drawing.band(y, 0.35, pixel) * drawing.band(x, 5.5, pixel), _LIP_LINE)
 
 
 def _draw_patch(images: np.ndarray) -> np.ndarray:

@@ -157,6 +157,19 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from lab import repair
+
+    summary = repair.repair(args.model, args.valid, args.out, method=args.method, seed=args.seed, force=args.force,
+                            scale=args.scale, report_clean=args.report_clean, report_poisoned=args.report_poisoned,
+                            overrides=args.set)
+    if args.json:
+        print(json.dumps(summary, allow_nan=False))
+        return 0
+    print(repair.format_summary(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab", description="BadNet Pruning Lab command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -190,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune(commands)
     _add_goodnet(commands)
     _add_classify(commands)
+    _add_repair(commands)
     from lab import instructor_cli
 
     instructor_cli.register(commands)
@@ -255,6 +269,36 @@ def _add_classify(commands) -> None:
     _add_scale(classify)
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
     classify.set_defaults(handler=_cmd_classify)
+
+
+def _add_repair(commands) -> None:
+    from lab.seed import DEFAULT_SEED
+
+    repair = commands.add_parser(
+        "repair", help="repair a BadNet from clean validation data (N classes out; auto: detect, then unlearn)",
+        description="Decide from clean validation data whether the model looks backdoored (and towards which "
+                    "class), repair it (auto: iterative reverse-and-unlearn with distillation; a model that looks "
+                    "clean is left unchanged) and save the repaired N-class model (.keras or .h5, loadable with "
+                    "plain keras.models.load_model in safe mode). --report-clean/--report-poisoned files are only "
+                    "measured (and a GoodNet on B and the repaired model reports detection and false positives); "
+                    "they never choose anything.")
+    repair.add_argument("--model", required=True, help="the BadNet (.h5, .keras or DeepID weights .h5)")
+    repair.add_argument("--valid", required=True, help="clean validation data (h5): the only data that decides")
+    repair.add_argument("--out", required=True, metavar="FILE", help="the repaired model (.keras or .h5)")
+    repair.add_argument("--method", default="auto", metavar="NAME",
+                        help="auto (default), reverse-unlearn, neural-cleanse, i-bau, nad, ft-sam")
+    repair.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed (default {DEFAULT_SEED})")
+    repair.add_argument("--report-clean", metavar="FILE", help="clean test data (h5), measured only")
+    repair.add_argument("--report-poisoned", metavar="FILE", help="poisoned test data (h5), measured only: attack "
+                        "success of B and the repaired model, detection of the GoodNet on both")
+    repair.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="change a hyperparameter of the method's Config (dotted keys for nested ones, e.g. "
+                             "repair.epochs=10 gate.reverse.epochs=20); the defaults are the measured ones")
+    _add_scale(repair)
+    repair.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    repair.add_argument("--json", action="store_true", help="print one JSON object (keys backdoored, target, "
+                        "method, seconds, holdout_clean_accuracy, ...)")
+    repair.set_defaults(handler=_cmd_repair)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,17 +17,19 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from lab import data, defenses, metrics, models
+from lab import defenses
+from lab.evaluation import metrics
+from lab.io import data, models
 from lab.defenses import gate, reverse
 from lab.errors import LabInputError
 
 # Shortened schedules for the tiny default (the defaults are the measured ones).
 QUICK_AUTO = ("gate.flow.restarts=2", "gate.flow.steps=20", "gate.min_pushed_out=20", "gate.reverse.epochs=12",
-              "gate.reverse.steps_per_epoch=5", "gate.target_reverse.epochs=12", "gate.target_reverse.steps_per_epoch=5",
+              "gate.reverse.steps_per_epoch=5", "gate.suspect_reverse.epochs=12", "gate.suspect_reverse.steps_per_epoch=5",
               "repair.epochs=16", "repair.rereverse_steps=30")
 QUICK_REVERSE = reverse.ReverseConfig(epochs=6, steps_per_epoch=4)
 QUICK_GATE = gate.GateConfig(flow=reverse.FlowConfig(restarts=2, steps=20), reverse=QUICK_REVERSE,
-                             target_reverse=QUICK_REVERSE, min_pushed_out=20)
+                             suspect_reverse=QUICK_REVERSE, min_pushed_out=20)
 
 
 def _layout(root):
@@ -55,7 +57,7 @@ def test_anomaly_index_flags_the_small_outlier():
 
 
 def test_set_overrides_reach_nested_configs_and_refuse_unknown_keys():
-    from lab.repair import configure
+    from lab.defenses.repair import configure
 
     config = configure(defenses.get("auto"), ["repair.epochs=3", "gate.reverse.epochs=7"])
     assert config.repair.epochs == 3 and config.gate.reverse.epochs == 7
@@ -96,7 +98,7 @@ def test_cli_auto_repairs_the_tiny_default_and_goodnet_builds_on_it(tiny_default
 
 
 def test_auto_leaves_a_clean_deepid_unchanged(tiny_default):
-    from lab import training
+    from lab.attacks import training
     from lab.seed import set_seed
 
     files = _layout(tiny_default)
@@ -138,8 +140,8 @@ def test_each_defense_returns_an_n_class_repair_from_clean_data(tiny_default, na
 
 
 def test_candidate_search_on_the_real_weights_does_not_grow_with_classes(course_fixtures, tiny_default):
-    from lab import synthfaces
-    from lab.data import Dataset
+    from lab.synthetic import synthfaces
+    from lab.io.data import Dataset
 
     real = models.load_model(course_fixtures / "sunglasses_bd_weights.h5")
     assert real.n_classes == 1283

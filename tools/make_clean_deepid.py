@@ -28,8 +28,10 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from lab import models, synthfaces, training
-    from lab.default import DefaultConfig, _render, to_model_input
+    from lab.attacks import training
+    from lab.io import models
+    from lab.synthetic import synthfaces
+    from lab.synthetic.default import DefaultConfig, _render, to_model_input
     from lab.seed import set_seed
 
     config = DefaultConfig()
@@ -38,7 +40,7 @@ def main(argv=None) -> int:
     identities = synthfaces.make_identities(config.n_identities, seed=args.seed)
     rng.integers(config.n_identities)  # the default draws its target first; keep the stream aligned
     if args.train:
-        from lab import data
+        from lab.io import data
 
         train = data.load_h5(args.train)
         x, labels = train.x, train.y

@@ -40,7 +40,9 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from lab import data, defenses, metrics, models
+    from lab import defenses
+    from lab.evaluation import metrics
+    from lab.io import data, models
     from lab.seed import set_seed
 
     root = Path(args.root)
@@ -58,19 +60,19 @@ def main(argv=None) -> int:
 
     before = measure(badnet)
     print(f"before: clean {before[0]:.2f} %, ASR {before[1]}", flush=True)
-    from lab.repair import configure
+    from lab.defenses.repair import configure
 
     overrides = list(args.set)
     if args.gate_only:
         from lab.defenses import gate
-        from lab.finepruning import split_validation
+        from lab.defenses.holdout import split_validation
 
         config = configure(defenses.get("auto"), overrides)
         for seed in args.seeds:
             set_seed(seed)
             train, _ = split_validation(valid, config.repair.holdout_fraction, seed)
-            decision = gate.decide(badnet, train, config.gate, np.random.default_rng(seed), config.repair.max_targets,
-                                   config.repair.target_share)
+            decision = gate.decide(badnet, train, config.gate, np.random.default_rng(seed), config.repair.max_suspects,
+                                   config.repair.flow_share)
             row = {"label": args.label, "model": str(model_path), "gate_only": True, "seed": seed,
                    "overrides": overrides, **decision.summary()}
             print(json.dumps(row, default=str), flush=True)

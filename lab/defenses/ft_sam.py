@@ -22,21 +22,24 @@ import time
 
 import numpy as np
 
-from lab.data import Dataset
+from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
-from lab.defenses.unlearn import AugmentConfig, copy_model, train_keep_best
-from lab.seed import DEFAULT_SEED
+from lab.defenses.augment import AugmentConfig
+from lab.defenses.unlearn import LIGHT_AUGMENT, copy_model, train_keep_best
+from lab.constants import DEFAULT_SEED
 
 
 @dataclasses.dataclass(frozen=True)
 class FTSAMConfig:
+    """FT-SAM's hyperparameters: ``rho`` the perturbation radius, ``adaptive`` ASAM's scaling by |w|."""
+
     holdout_fraction: float = 1 / 3
     rho: float = 2.0
     adaptive: bool = True
     epochs: int = 20
     learning_rate: float = 1e-3
     batch_size: int = 32
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig = LIGHT_AUGMENT
 
 
 def sam_step(student, config: FTSAMConfig, total_steps: int):
@@ -44,7 +47,7 @@ def sam_step(student, config: FTSAMConfig, total_steps: int):
     import keras
     import tensorflow as tf
 
-    from lab.models import SCALES
+    from lab.io.models import SCALES
 
     scale = np.float32(SCALES[student.input_scale])
     model = student.model
@@ -95,7 +98,7 @@ class FTSAM(Defense):
     Config = FTSAMConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.finepruning import split_validation
+        from lab.defenses.holdout import split_validation
 
         started = time.perf_counter()
         config = self.config

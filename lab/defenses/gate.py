@@ -40,13 +40,13 @@ import time
 
 import numpy as np
 
-from lab.data import Dataset
+from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.neural_cleanse import candidate_classes
 from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, reverse_triggers
 from lab.defenses.reverse_unlearn import ReverseUnlearnConfig, choose_targets, reverse_and_unlearn
 from lab.defenses.unlearn import copy_model, percent_correct
-from lab.seed import DEFAULT_SEED
+from lab.constants import DEFAULT_SEED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class GateConfig:
 
     flow: FlowConfig = FlowConfig()
     reverse: ReverseConfig = ReverseConfig(epochs=20)
-    target_reverse: ReverseConfig = ReverseConfig()
+    suspect_reverse: ReverseConfig = ReverseConfig()
     n_candidates: int = 3
     n_random: int = 4
     decisive_concentration: float = 0.8
@@ -86,7 +86,7 @@ class GateDecision:
 
 
 def decide(badnet, train: Dataset, config: GateConfig = GateConfig(), rng: np.random.Generator | None = None,
-           max_targets: int = 3, target_share: float = 0.2) -> GateDecision:
+           max_suspects: int = 3, flow_share: float = 0.2) -> GateDecision:
     """Run the gate on clean ``train`` images; see the module docstring.
 
     A decisive flow (concentration >= ``decisive_concentration`` over at least
@@ -103,9 +103,9 @@ def decide(badnet, train: Dataset, config: GateConfig = GateConfig(), rng: np.ra
     decisive = flow.concentration >= config.decisive_concentration and flow.pushed_out >= config.min_pushed_out
     reasons = [f"flow: {flow.concentration:.2f} of {flow.pushed_out} pushed-out images went to class {flow.top}"]
     if decisive:
-        targets = choose_targets(flow, target_share, min(max_targets, config.n_candidates))
+        targets = choose_targets(flow, flow_share, min(max_suspects, config.n_candidates))
         candidates = list(targets)
-        triggers = reverse_triggers(badnet, train.x, candidates, config.target_reverse, rng)
+        triggers = reverse_triggers(badnet, train.x, candidates, config.suspect_reverse, rng)
         index = np.full(len(candidates), np.nan)
         reasons.append(f"decisive (>= {config.decisive_concentration}); anomaly index not needed")
     else:
@@ -116,7 +116,7 @@ def decide(badnet, train: Dataset, config: GateConfig = GateConfig(), rng: np.ra
         top = min(config.n_candidates, len(candidates))
         flagged = [i for i in range(top) if index[i] > config.anomaly_threshold and triggers.l1[i] < median]
         flagged.sort(key=lambda i: triggers.l1[i])
-        targets = [candidates[i] for i in flagged][:max_targets]
+        targets = [candidates[i] for i in flagged][:max_suspects]
         reasons.append("not decisive; anomaly index (log mask L1) of the top candidates "
                        + ", ".join(f"{candidates[i]}: {index[i]:.2f}" for i in range(top))
                        + f" -> {'flagged ' + str(targets) if targets else 'none above ' + str(config.anomaly_threshold)}")
@@ -147,13 +147,13 @@ class Auto(Defense):
     Config = AutoConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.finepruning import split_validation
+        from lab.defenses.holdout import split_validation
 
         started = time.perf_counter()
         config = self.config
         rng = np.random.default_rng(seed)
         train, holdout = split_validation(clean_valid, config.repair.holdout_fraction, seed)
-        decision = decide(badnet, train, config.gate, rng, config.repair.max_targets, config.repair.target_share)
+        decision = decide(badnet, train, config.gate, rng, config.repair.max_suspects, config.repair.flow_share)
         details = {"gate": decision.summary(), "backdoored": decision.backdoored, "targets": decision.targets,
                    "triggers": decision.triggers}
         if decision.backdoored:

@@ -31,14 +31,17 @@ import time
 
 import numpy as np
 
-from lab.data import Dataset
+from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
-from lab.defenses.unlearn import AugmentConfig, copy_model, train_keep_best
-from lab.seed import DEFAULT_SEED
+from lab.defenses.augment import AugmentConfig
+from lab.defenses.unlearn import LIGHT_AUGMENT, copy_model, train_keep_best
+from lab.constants import DEFAULT_SEED
 
 
 @dataclasses.dataclass(frozen=True)
 class IBAUConfig:
+    """I-BAU's hyperparameters (see the module docstring; perturbation quantities in normalised ``unit``s)."""
+
     holdout_fraction: float = 1 / 3
     rounds: int = 5
     neumann_steps: int = 5
@@ -49,7 +52,7 @@ class IBAUConfig:
     unit: float = 63.75
     learning_rate: float = 1e-3
     batch_size: int = 32
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig = LIGHT_AUGMENT
 
 
 class _IBAU:
@@ -57,7 +60,7 @@ class _IBAU:
         import keras
         import tensorflow as tf
 
-        from lab.models import SCALES
+        from lab.io.models import SCALES
 
         model = student.model
         self.model = model
@@ -151,7 +154,7 @@ class IBAU(Defense):
     Config = IBAUConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.finepruning import split_validation
+        from lab.defenses.holdout import split_validation
 
         started = time.perf_counter()
         config = self.config

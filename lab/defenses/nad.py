@@ -25,14 +25,17 @@ import time
 
 import numpy as np
 
-from lab.data import Dataset
+from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
-from lab.defenses.unlearn import AugmentConfig, copy_model, train_keep_best
-from lab.seed import DEFAULT_SEED
+from lab.defenses.augment import AugmentConfig
+from lab.defenses.unlearn import LIGHT_AUGMENT, copy_model, train_keep_best
+from lab.constants import DEFAULT_SEED
 
 
 @dataclasses.dataclass(frozen=True)
 class NADConfig:
+    """NAD's hyperparameters (the paper's unless the module docstring says otherwise)."""
+
     holdout_fraction: float = 1 / 3
     teacher_epochs: int = 10
     epochs: int = 20
@@ -41,7 +44,7 @@ class NADConfig:
     beta: float = 5000.0
     power: float = 2.0
     layers: tuple[str, ...] = ("pool_2", "pool_3", "conv_4")
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig = LIGHT_AUGMENT
 
 
 def _features(keras_model, layers):
@@ -54,7 +57,7 @@ def _steps(student, teacher, config: NADConfig, total_steps: int):
     import keras
     import tensorflow as tf
 
-    from lab.models import SCALES
+    from lab.io.models import SCALES
 
     scale = np.float32(SCALES[student.input_scale])
     student_net = _features(student.model, config.layers)
@@ -96,7 +99,7 @@ class NAD(Defense):
     Config = NADConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.finepruning import split_validation
+        from lab.defenses.holdout import split_validation
 
         started = time.perf_counter()
         config = self.config

@@ -38,12 +38,13 @@ import time
 
 import numpy as np
 
-from lab.data import Dataset
+from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, reverse_triggers
-from lab.defenses.unlearn import AugmentConfig, UnlearnTrainer, copy_model, light_augment, percent_correct, \
+from lab.defenses.augment import AugmentConfig
+from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, copy_model, light_augment, percent_correct, \
     stamp_from_pool
-from lab.seed import DEFAULT_SEED
+from lab.constants import DEFAULT_SEED
 
 
 def candidate_classes(flow, n_classes: int, n_candidates: int, n_random: int, rng: np.random.Generator) -> list[int]:
@@ -68,7 +69,7 @@ class NeuralCleanseConfig:
     unlearn_epochs: int = 20
     learning_rate: float = 1e-3
     batch_size: int = 32
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig = LIGHT_AUGMENT
 
     def replace(self, **changes) -> "NeuralCleanseConfig":
         return dataclasses.replace(self, **changes)
@@ -118,7 +119,7 @@ class NeuralCleanse(Defense):
     Config = NeuralCleanseConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.finepruning import split_validation
+        from lab.defenses.holdout import split_validation
 
         started = time.perf_counter()
         config = self.config

@@ -5,7 +5,7 @@ Two tools shared by the repair defenses (:mod:`lab.defenses.neural_cleanse`,
 
 - :func:`perturbation_flow`: untargeted universal perturbations of clean
   images (L-infinity ``epsilon`` pixels, sign-gradient steps; the search of
-  :class:`lab.finepruning.PerturbationSearch`). For a BadNet, the images
+  :class:`lab.defenses.perturbation.PerturbationSearch`). For a BadNet, the images
   pushed out of their class land almost all in the target class (the
   perturbation imitates the trigger); for a clean model they scatter. The
   landing counts rank candidate targets and their concentration says
@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lab.seed import DEFAULT_SEED
+from lab.constants import DEFAULT_SEED
 
 MAD_CONSISTENCY = 1.4826  # MAD -> standard deviation for normal data (the paper's constant)
 
@@ -85,7 +85,7 @@ class Flow:
 def perturbation_flow(model, x: np.ndarray, y: np.ndarray, config: FlowConfig = FlowConfig(),
                       rng: np.random.Generator | None = None) -> Flow:
     """Rank candidate targets of ``model`` (a ``LoadedModel``) from clean ``x`` (float32 (n, H, W, 3), 0..255), ``y``."""
-    from lab.finepruning import PerturbationSearch
+    from lab.defenses.perturbation import PerturbationSearch
 
     rng = rng or np.random.default_rng(DEFAULT_SEED)
     if len(x) > config.max_images:
@@ -151,7 +151,7 @@ class TriggerReverser:
         import keras
         import tensorflow as tf
 
-        from lab.models import SCALES
+        from lab.io.models import SCALES
 
         rng = rng or np.random.default_rng(DEFAULT_SEED)
         self.config = config

@@ -14,12 +14,12 @@ model resembles the min-max of I-BAU (Zeng et al. 2022) with a targeted,
 masked perturbation instead of an L-p ball.
 
 Recipe (all from clean data: the clean validation set is split per class
-into a training part and a held-out part, :func:`lab.finepruning.split_validation`):
+into a training part and a held-out part, :func:`lab.defenses.holdout.split_validation`):
 
 1. target(s): where untargeted universal perturbations of the training part
    flow (:func:`lab.defenses.reverse.perturbation_flow`); classes receiving
-   at least ``target_share`` of the flow (at least the top one, at most
-   ``max_targets``);
+   at least ``flow_share`` of the flow (at least the top one, at most
+   ``max_suspects``);
 2. initial trigger per target: Neural Cleanse's optimisation and schedule;
 3. ``epochs`` epochs: light augmentation, ``stamp_fraction`` of images
    stamped with a trigger from the pool (true labels), loss CE on all +
@@ -37,18 +37,19 @@ import time
 
 import numpy as np
 
-from lab.data import Dataset
+from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, ReversedTriggers, TriggerReverser, perturbation_flow, \
     reverse_triggers
-from lab.defenses.unlearn import AugmentConfig, UnlearnTrainer, copy_model, light_augment, percent_correct, \
+from lab.defenses.augment import AugmentConfig
+from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, copy_model, light_augment, percent_correct, \
     stamp_from_pool
-from lab.seed import DEFAULT_SEED
+from lab.constants import DEFAULT_SEED
 
 
-def choose_targets(flow, share: float, max_targets: int) -> list[int]:
+def choose_targets(flow, share: float, max_suspects: int) -> list[int]:
     """Classes receiving at least ``share`` of the flow, by decreasing count; at least the top one."""
-    chosen = [int(c) for c in flow.ranking[:max_targets] if flow.share(int(c)) >= share]
+    chosen = [int(c) for c in flow.ranking[:max_suspects] if flow.share(int(c)) >= share]
     return chosen or [flow.top]
 
 
@@ -59,8 +60,8 @@ class ReverseUnlearnConfig:
     holdout_fraction: float = 1 / 3
     flow: FlowConfig = FlowConfig()
     reverse: ReverseConfig = ReverseConfig()
-    target_share: float = 0.2
-    max_targets: int = 3
+    flow_share: float = 0.2
+    max_suspects: int = 3
     epochs: int = 20
     learning_rate: float = 1e-3
     batch_size: int = 32
@@ -69,7 +70,7 @@ class ReverseUnlearnConfig:
     rereverse_cost: float = 1e-3
     temperature: float = 2.0
     distill_weight: float = 1.0
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig = LIGHT_AUGMENT
 
     def replace(self, **changes) -> "ReverseUnlearnConfig":
         return dataclasses.replace(self, **changes)
@@ -126,14 +127,14 @@ class ReverseUnlearn(Defense):
     Config = ReverseUnlearnConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.finepruning import split_validation
+        from lab.defenses.holdout import split_validation
 
         started = time.perf_counter()
         config = self.config
         rng = np.random.default_rng(seed)
         train, holdout = split_validation(clean_valid, config.holdout_fraction, seed)
         flow = perturbation_flow(badnet, train.x, train.y, config.flow, rng)
-        targets = choose_targets(flow, config.target_share, config.max_targets)
+        targets = choose_targets(flow, config.flow_share, config.max_suspects)
         initial = reverse_triggers(badnet, train.x, targets, config.reverse, rng)
         repaired, details = reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng)
         seconds = time.perf_counter() - started

@@ -11,18 +11,17 @@ renormalised is the tempered softmax.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from lab.data import Dataset
+from lab.defenses.augment import AugmentConfig, augment
+from lab.io.data import Dataset
 
 
 def copy_model(model):
     """A trainable copy of a ``LoadedModel`` (same architecture, weights copied; metadata copied)."""
-    from lab.finepruning import _copy
+    from lab.defenses.surgery import clone_model
 
-    return _copy(model)
+    return clone_model(model)
 
 
 class UnlearnTrainer:
@@ -37,7 +36,7 @@ class UnlearnTrainer:
         import keras
         import tensorflow as tf
 
-        from lab.models import SCALES
+        from lab.io.models import SCALES
 
         self.student = student
         keras_model = student.model
@@ -88,22 +87,14 @@ class UnlearnTrainer:
         return float(np.mean(losses)) if losses else float("nan")
 
 
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Light augmentation for unlearning (DESIGN.md: shift 2 px, flip, brightness 10 %, noise 4 levels)."""
-
-    max_shift: int = 2
-    flip: bool = True
-    brightness: float = 0.1
-    noise: float = 4.0
+# Light augmentation for unlearning (DESIGN.md "Repair: measured": shift 2 px, flip, brightness 10 %, noise 4
+# levels, no random erasing).
+LIGHT_AUGMENT = AugmentConfig(max_shift=2, flip=True, brightness=0.1, noise=4.0, erase_probability=0.0)
 
 
-def light_augment(x: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> np.ndarray:
-    """One augmented copy of x (float32 (n, H, W, 3) 0..255); reuses :func:`lab.finepruning.augment`, no erasing."""
-    from lab.finepruning import FineTuneConfig, augment
-
-    return augment(x, rng, FineTuneConfig(max_shift=config.max_shift, flip=config.flip, brightness=config.brightness,
-                                          noise=config.noise, erase_probability=0.0))
+def light_augment(x: np.ndarray, rng: np.random.Generator, config: AugmentConfig = LIGHT_AUGMENT) -> np.ndarray:
+    """One augmented copy of x (float32 (n, H, W, 3) 0..255) by :func:`lab.defenses.augment.augment`."""
+    return augment(x, rng, config)
 
 
 def stamp_from_pool(x: np.ndarray, pool: list[tuple[np.ndarray, np.ndarray]], fraction: float,
@@ -123,13 +114,13 @@ def stamp_from_pool(x: np.ndarray, pool: list[tuple[np.ndarray, np.ndarray]], fr
 
 
 def percent_correct(model, dataset: Dataset) -> float:
-    from lab.finepruning import _percent_correct
+    from lab.defenses.finepruning import _percent_correct
 
     return _percent_correct(model, dataset)
 
 
 def train_keep_best(student, train: Dataset, holdout: Dataset, epochs: int, batch_size: int, step,
-                    rng: np.random.Generator, augment: AugmentConfig | None = AugmentConfig(),
+                    rng: np.random.Generator, augmentation: AugmentConfig | None = LIGHT_AUGMENT,
                     before_epoch=None) -> dict:
     """Run ``step(images, labels)`` (a compiled training step) over ``epochs`` passes; keep the best held-out epoch.
 
@@ -142,7 +133,7 @@ def train_keep_best(student, train: Dataset, holdout: Dataset, epochs: int, batc
     for epoch in range(1, epochs + 1):
         if before_epoch is not None:
             before_epoch(epoch)
-        x = light_augment(train.x, rng, augment) if augment is not None else np.asarray(train.x, np.float32)
+        x = light_augment(train.x, rng, augmentation) if augmentation is not None else np.asarray(train.x, np.float32)
         order = rng.permutation(len(x))
         for start in range(0, len(x), batch_size):
             rows = order[start:start + batch_size]

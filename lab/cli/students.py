@@ -282,9 +282,9 @@ def register(commands) -> None:
     _add_prune(commands)
     _add_goodnet(commands)
     _add_fine_prune(commands)
+    _add_repair(commands)
     _add_detect(commands)
     _add_classify(commands)
-    _add_repair(commands)
 
 
 def _add_scale(command) -> None:

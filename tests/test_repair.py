@@ -41,7 +41,8 @@ def _layout(root):
 def test_every_defense_takes_only_the_model_and_clean_data():
     expected = {"auto", "reverse-unlearn", "neural-cleanse", "i-bau", "nad", "ft-sam"}
     assert expected <= set(defenses.REGISTRY)
-    for name, cls in defenses.REGISTRY.items():
+    for name in sorted(expected):  # tests/test_defenses_contract.py checks every registered defense
+        cls = defenses.REGISTRY[name]
         assert list(inspect.signature(cls.fit).parameters) == ["self", "badnet", "clean_valid", "seed"], name
         assert list(inspect.signature(cls.__init__).parameters) == ["self", "config"], name
         assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen, name
@@ -139,7 +140,7 @@ def test_each_defense_returns_an_n_class_repair_from_clean_data(tiny_default, na
         or name == "neural-cleanse"  # NC leaves a model it did not flag unchanged
 
 
-def test_candidate_search_on_the_real_weights_does_not_grow_with_classes(course_fixtures, tiny_default):
+def test_candidate_search_on_the_real_weights_does_not_grow_with_classes(course_fixtures):
     from lab.synthetic import synthfaces
     from lab.io.data import Dataset
 
@@ -148,12 +149,9 @@ def test_candidate_search_on_the_real_weights_does_not_grow_with_classes(course_
     faces = synthfaces.render(synthfaces.make_identities(20, seed=2), np.repeat(np.arange(20), 6), seed=5)
     x = faces.images.transpose(0, 2, 3, 1).astype(np.float32)
     images = Dataset(x, real.predict_labels(x), "generated faces, labels = the model's answers")
-    tiny = models.load_model(_layout(tiny_default)["model"])
-    tiny_images = Dataset(x, tiny.predict_labels(x), "generated faces")
-    reversed_counts = []
-    for model, dataset in ((real, images), (tiny, tiny_images)):
-        decision = gate.decide(model, dataset, QUICK_GATE, np.random.default_rng(0))
-        assert 0 <= decision.concentration <= 1 and 0 <= decision.top < model.n_classes
-        reversed_counts.append(len(decision.triggers.targets))
-    bound = QUICK_GATE.n_candidates + QUICK_GATE.n_random
-    assert all(1 <= count <= bound for count in reversed_counts)
+    decision = gate.decide(real, images, QUICK_GATE, np.random.default_rng(0))
+    assert 0 <= decision.concentration <= 1 and 0 <= decision.top < real.n_classes
+    assert decision.pushed_out > 0 and decision.reason
+    # Reversed triggers: the suspects, or the top candidates plus the random references; never a class count.
+    assert 1 <= len(decision.triggers.targets) <= QUICK_GATE.n_candidates + QUICK_GATE.n_random
+    assert decision.triggers.masks.shape == (len(decision.triggers.targets), 55, 47, 1)

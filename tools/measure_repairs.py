@@ -34,6 +34,9 @@ def main(argv=None) -> int:
                         help="config overrides (lab.repair.configure: dotted keys, python literals), e.g. repair.epochs=10")
     parser.add_argument("--label", default="")
     parser.add_argument("--gate-only", action="store_true", help="only run the gate (lab.defenses.gate.decide)")
+    parser.add_argument("--real-scale", metavar="WEIGHTS",
+                        help="time the defenses on real course weights (1283 classes) with 11,547 generated faces "
+                             "(9 per class, labelled with the model's own answers: seconds and memory only)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -45,6 +48,8 @@ def main(argv=None) -> int:
     from lab.io import data, models
     from lab.seed import set_seed
 
+    if args.real_scale:
+        return real_scale(args)
     root = Path(args.root)
     model_path = args.model or root / "models" / "bd_net.h5"
     valid = data.load_h5(args.valid or root / "data" / "cl" / "valid.h5")
@@ -103,6 +108,45 @@ def main(argv=None) -> int:
                     print("  epoch", r["epoch"], "holdout", round(r["holdout_accuracy"], 2), "l1",
                           [round(v, 1) for v in r["trigger_l1"]], "success", r["trigger_success"], flush=True)
             print(json.dumps({k: v for k, v in row.items() if k != "history"}, default=str), flush=True)
+            if args.out:
+                with open(args.out, "a") as handle:
+                    handle.write(json.dumps(row, default=str) + "\n")
+    return 0
+
+
+def real_scale(args) -> int:
+    """Seconds and peak memory of each defense on the real weights with generated clean validation data."""
+    import numpy as np
+
+    from lab import defenses
+    from lab.defenses.repair import configure
+    from lab.io import models
+    from lab.io.data import Dataset
+    from lab.seed import set_seed
+    from lab.synthetic import synthfaces
+
+    badnet = models.load_model(args.real_scale)
+    n = badnet.n_classes
+    started = time.perf_counter()
+    identities = synthfaces.make_identities(n, seed=0)
+    faces = synthfaces.render(identities, np.repeat(np.arange(n), 9), seed=1)
+    x = np.ascontiguousarray(faces.images.transpose(0, 2, 3, 1), dtype=np.float32)
+    del faces
+    valid = Dataset(x, badnet.predict_labels(x), "generated faces, labels = the model's answers")
+    print(f"{len(valid)} generated images for {n} classes in {time.perf_counter() - started:.1f} s", flush=True)
+    for name in args.defenses:
+        cls = defenses.get(name)
+        config = configure(cls, list(args.set))
+        for seed in args.seeds:
+            set_seed(seed)
+            started = time.perf_counter()
+            result = cls(config).fit(badnet, valid, seed=seed)
+            row = {"label": args.label, "real_scale": args.real_scale, "defense": name, "seed": seed,
+                   "n_classes": n, "n_valid": len(valid), "seconds": time.perf_counter() - started,
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "details": {k: v for k, v in result.details.items()
+                               if isinstance(v, (int, float, str, bool, dict, type(None))) and k != "history"}}
+            print(json.dumps(row, default=str), flush=True)
             if args.out:
                 with open(args.out, "a") as handle:
                     handle.write(json.dumps(row, default=str) + "\n")

@@ -96,6 +96,13 @@ def test_cli_auto_repairs_the_tiny_default_and_goodnet_builds_on_it(tiny_default
     good = run_cli("goodnet", "--badnet", str(files["model"]), "--pruned", str(out), "--out", str(tmp_path / "g.keras"))
     assert good.returncode == 0, good.stderr
     assert keras.models.load_model(tmp_path / "g.keras", safe_mode=True).output_shape[-1] == plain.output_shape[-1] + 1
+    detect = run_cli("detect", "--method", "goodnet", "--badnet", str(files["model"]), "--repaired", str(out),
+                     "--valid", str(files["valid"]), "--clean-test", str(files["test"]),
+                     "--poisoned-test", str(files["poisoned"]), "--json")
+    assert detect.returncode == 0, detect.stderr
+    judged = json.loads(detect.stdout)["test"]["detector"]
+    assert judged["detection_rate"] == pytest.approx(report["goodnet_detection_rate"])
+    assert judged["clean_false_positive_rate"] == pytest.approx(report["goodnet_false_positive_rate"])
 
 
 def test_auto_leaves_a_clean_deepid_unchanged(tiny_default):

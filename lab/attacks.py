@@ -43,7 +43,7 @@ import numpy as np
 
 from lab import data as course_data
 from lab import triggers as course_triggers
-from lab.errors import LabInputError, check_writable
+from lab.errors import LabInputError, check_output_location, check_writable
 from lab.seed import DEFAULT_SEED
 
 ATTACKS = ("all-to-one", "all-to-all", "multi-trigger multi-target")
@@ -420,6 +420,8 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     poison_fraction = default_poison_fraction(attack) if poison_fraction is None else poison_fraction
     if input_scale not in models.SCALES:
         raise LabInputError(None, f"an input scale in {sorted(models.SCALES)}", repr(input_scale))
+    check_epochs(config)
+    check_output_location(out, "--out", "directory")
     data_root = _data_dir(data_dir)
     layout = course_data.find_layout(data_root)
     train_path = Path(train) if train is not None else find_training_file(data_root)
@@ -486,6 +488,18 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     return {"attack": attack, "n_classes": n_classes, "clean_accuracy": results["clean_accuracy"],
             "attack_success_rate": results["attack_success_rate"], "seconds": seconds,
             "manifest": str(manifest_path), "model": str(out / MODEL_FILE)}
+
+
+def check_epochs(config) -> None:
+    """Raise one line unless ``config`` (a ``TrainingConfig``) trains at least one clean and one poisoned epoch.
+
+    With 0 epochs the "BadNet" would be an untrained network that nothing
+    in its report would flag.
+    """
+    for name in ("clean_epochs", "poisoned_epochs"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LabInputError("--epochs", f"a positive number of {name.replace('_', ' ')}", repr(value))
 
 
 def parse_triggers(texts: Sequence[str]) -> tuple[TriggerSpec, ...]:

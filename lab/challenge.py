@@ -44,7 +44,7 @@ import numpy as np
 
 from lab import attacks
 from lab import data as course_data
-from lab.errors import LabError, LabInputError, RefuseOverwrite
+from lab.errors import LabError, LabInputError, RefuseOverwrite, check_output_location
 from lab.seed import DEFAULT_SEED
 from lab.triggers import TRIGGERS
 
@@ -148,6 +148,12 @@ def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int = DEFAU
     config = config or ChallengeConfig()
     if n_badnets < 1:
         raise LabInputError(None, "--badnets K with K >= 1", str(n_badnets))
+    if config.n_identities < len(MULTI_TRIGGERS):
+        raise LabInputError("--identities", f"at least {len(MULTI_TRIGGERS)} identities (a multi-trigger BadNet "
+                            "needs distinct targets)", str(config.n_identities))
+    training = TrainingConfig(clean_epochs=config.epochs, poisoned_epochs=config.epochs)
+    attacks.check_epochs(training)
+    check_output_location(out, "--out", "directory")
     for folder in (out / STUDENT, out / GRADER):
         _check_replaceable(folder, force)
     if keep_work:
@@ -161,7 +167,6 @@ def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int = DEFAU
     try:
         attacks.make_clean_data(work / "data", config.n_identities, config.train_per_identity,
                                 config.valid_per_identity, config.test_per_identity, seed=seed)
-        training = TrainingConfig(clean_epochs=config.epochs, poisoned_epochs=config.epochs)
         dirs = {}
         for i, (name, attack) in enumerate(zip(badnet_names(n_badnets),
                                                plan_attacks(n_badnets, config.n_identities, seed))):

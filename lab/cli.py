@@ -7,10 +7,11 @@ exits with status 2 on bad input, instead of a TensorFlow trace.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from lab import arguments
 
 
 def _cmd_make_default(args: argparse.Namespace) -> int:
@@ -34,7 +35,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     backdoor = "auto" if args.backdoor_class is None else args.backdoor_class
     result = evaluation.evaluate(model, clean, poisoned, backdoor_class=backdoor)
     if args.json:
-        print(json.dumps(result))
+        from lab.manifest import dumps
+
+        print(dumps(result))
         return 0
     print(f"model: {args.model} ({model.n_classes} classes, input scale {model.input_scale}: {model.scale_source})")
     if "backdoor_class" in result:
@@ -66,31 +69,41 @@ def _records(table, columns) -> list[dict]:
 
 def _prune_outputs(out: Path, thresholds: list[float], force: bool) -> dict:
     from lab import pruning
-    from lab.errors import LabInputError, check_writable
+    from lab.errors import check_output_location, check_writable
+    from lab.models import META_SUFFIX
 
-    if out.exists() and not out.is_dir():
-        raise LabInputError(out, "a directory for the sweep's outputs", "a file")
+    check_output_location(out, "--out", "directory")
     paths = {"sweep": out / "sweep.csv", "thresholds": out / "thresholds.csv", "plot": out / "sweep.png",
              "report": out / "report.json"}
     model_files = [out / pruning.threshold_filename(t) for t in thresholds]
-    for path in [*paths.values(), *model_files]:
+    for path in [*paths.values(), *model_files, *(Path(f"{m}{META_SUFFIX}") for m in model_files)]:
         check_writable(path, force)
     return paths
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from lab import data, models, plots, pruning
+    from lab import data, metrics, models, plots, pruning
+    from lab.manifest import dumps
 
     out = Path(args.out)
-    pruning.check_thresholds(args.rule, args.thresholds)  # fail before minutes of work, not after
+    # Everything that can be checked is checked before the sweep (minutes on the course files), not after it.
+    pruning.check_thresholds(args.rule, args.thresholds)
     paths = _prune_outputs(out, args.thresholds, args.force)
-    model = models.load_model(args.model, scale=args.scale)
     clean = data.load_h5(args.valid)
     poisoned = data.load_h5(args.poisoned_valid) if args.poisoned_valid else None
+    model = models.load_model(args.model, scale=args.scale)
+    pruning.plan_sweep(model, args.layer, args.measure, args.method)
+    model.check_data(clean)
+    if poisoned is not None:
+        model.check_data(poisoned)
+    if args.rule == "first-reach":  # one forward pass: a drop above the starting accuracy is never reached
+        pruning.check_thresholds(args.rule, args.thresholds,
+                                 metrics.clean_accuracy(model.predict_labels(clean.x), clean.y))
     start = time.perf_counter()
     table = pruning.sweep(model, clean, poisoned, args.layer, args.measure, args.order, args.method,
                           progress=not args.json and sys.stderr.isatty())
     selection = pruning.select_thresholds(table, args.thresholds, args.rule)
+    out.mkdir(parents=True, exist_ok=True)  # also when no threshold was reached and no model is saved
     saved = pruning.save_pruned_models(model, table, selection, out, force=args.force)
     seconds = time.perf_counter() - start
     table.to_csv(paths["sweep"], index=False)
@@ -107,11 +120,17 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         "valid": args.valid, "poisoned_valid": args.poisoned_valid,
         "files": {key: str(path) for key, path in paths.items()},
     }
-    paths["report"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["report"].write_text(dumps(report, indent=2) + "\n")
     if args.json:
-        print(json.dumps(report))
-        return 0
-    _print_prune_report(report)
+        print(dumps(report))
+    else:
+        _print_prune_report(report)
+    missing = pruning.unreached(saved)
+    if missing:
+        # The sweep and the reached thresholds' models are kept (minutes of work); the exit status says it fell short.
+        arguments.print_error(f"--thresholds: expected accuracy drops the sweep reaches, found {'; '.join(missing)} "
+                              f"(the sweep and the other thresholds' results are in {out})")
+        return 2
     return 0
 
 
@@ -135,9 +154,13 @@ def _print_prune_report(report: dict) -> None:
 
 def _cmd_goodnet(args: argparse.Namespace) -> int:
     from lab import goodnet, models
-    from lab.errors import check_writable
+    from lab.errors import check_output_location, check_writable
+    from lab.models import META_SUFFIX
 
+    goodnet.check_goodnet_path(args.out)
+    check_output_location(args.out, "--out", "file")
     check_writable(args.out, args.force)
+    check_writable(args.out + META_SUFFIX, args.force)
     badnet = models.load_model(args.badnet, scale=args.scale)
     pruned = models.load_model(args.pruned, scale=args.scale)
     repaired = goodnet.build_goodnet(badnet, pruned)
@@ -158,15 +181,16 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lab", description="BadNet Pruning Lab command line.")
+    parser = arguments.OneLineParser(prog="python -m lab", description="BadNet Pruning Lab command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     make = commands.add_parser("make-default", help="build the embedded default data and BadNet (Lab 3 layout)",
                                description="Generate SynthFaces data, train the pruning-aware default BadNet and "
                                            "write data/ and models/ under OUT with a SHA-256 manifest.")
     make.add_argument("--out", required=True, help="directory that receives data/ and models/")
-    make.add_argument("--identities", type=int, default=None, help="number of face identities (classes); default 100")
-    make.add_argument("--seed", type=int, default=None, help="generation and training seed; default 1234")
+    make.add_argument("--identities", type=arguments.int_at_least(2, "the attack's target must differ from the faces it "
+                      "moves"), default=None, help="number of face identities (classes, >= 2); default 100")
+    make.add_argument("--seed", type=arguments.seed, default=None, help="generation and training seed; default 1234")
     make.add_argument("--force", action="store_true", help="overwrite existing files")
     make.add_argument("--quiet", action="store_true", help="no progress bars")
     make.add_argument("--with-train", action="store_true",
@@ -182,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--poisoned", help="poisoned data file; its labels are the attacker's target")
     evaluate.add_argument("--scale", choices=["raw", "unit"], help="model input scale: raw 0..255 or unit x/255 "
                           "(default: recorded with the model)")
-    evaluate.add_argument("--backdoor-class", type=int, metavar="N",
+    evaluate.add_argument("--backdoor-class", type=arguments.positive_int, metavar="N",
                           help="treat class N as a GoodNet's 'backdoor' answer and report detection and clean "
                                "false-positive rates (default: recorded by the lab with its GoodNets)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
@@ -218,7 +242,7 @@ def _add_prune(commands) -> None:
                        help="layer whose mean activation ranks the channels (default pool_3)")
     prune.add_argument("--order", choices=pruning.ORDERS, default="increasing",
                        help="prune least active first (increasing, default) or most active first (decreasing)")
-    prune.add_argument("--thresholds", type=float, nargs="+", default=list(pruning.DEFAULT_THRESHOLDS), metavar="X",
+    prune.add_argument("--thresholds", type=arguments.percentage_points, nargs="+", default=list(pruning.DEFAULT_THRESHOLDS), metavar="X",
                        help="clean accuracy drops in percentage points (default 2 4 10)")
     prune.add_argument("--rule", choices=list(pruning.RULES), default="first-reach",
                        help="first-reach: first step whose drop reaches X (the assignment's rule, default); "
@@ -264,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except LabError as error:
-        print(f"error: {error}", file=sys.stderr)
+        arguments.print_error(str(error))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

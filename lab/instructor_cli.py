@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lab import arguments
+
 
 def _cmd_make_badnet(args: argparse.Namespace) -> int:
     from lab import attacks
@@ -22,7 +24,9 @@ def _cmd_make_badnet(args: argparse.Namespace) -> int:
                                  poison_fraction=args.poison_fraction, input_scale=args.scale,
                                  seed=args.seed, force=args.force, progress=not args.quiet)
     if args.json:
-        print(json.dumps({**report, "attack": report["attack"].to_json()}))
+        from lab.manifest import dumps
+
+        print(dumps({**report, "attack": report["attack"].to_json()}))
         return 0
     print(f"made a BadNet in {report['seconds']:.1f} s: {report['attack'].describe()} ({report['n_classes']} classes)")
     print(f"clean test accuracy {report['clean_accuracy']:.2f} %")
@@ -87,13 +91,13 @@ def register(commands) -> None:
     make.add_argument("--all-to-all", action="store_true", help="class n becomes n+1 mod N (one trigger, no TARGET)")
     make.add_argument("--pruning-aware", action="store_true",
                       help="hide the backdoor from pruning (Fine-Pruning's attack: dormant decoy channels)")
-    make.add_argument("--epochs", type=int, default=10, help="clean epochs and poisoned epochs (default 10 + 10)")
-    make.add_argument("--poison-fraction", type=float, default=None, metavar="F",
+    make.add_argument("--epochs", type=arguments.positive_int, default=10, help="clean epochs and poisoned epochs (default 10 + 10)")
+    make.add_argument("--poison-fraction", type=arguments.positive_float, default=None, metavar="F",
                       help="triggered training copies per trigger, share of the training set "
                            "(default 0.5; 1.0 for all-to-all)")
     make.add_argument("--scale", choices=["raw", "unit"], default="raw",
                       help="the model's input: raw 0..255 (Lab 3, default) or unit x/255 (2020)")
-    make.add_argument("--seed", type=int, default=1234, help="seed of targets, poisoning and training (default 1234)")
+    make.add_argument("--seed", type=arguments.seed, default=1234, help="seed of targets, poisoning and training (default 1234)")
     make.add_argument("--out", required=True, metavar="DIR", help="folder that receives data/, models/, manifest.json")
     make.add_argument("--force", action="store_true", help="overwrite existing files")
     make.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -107,10 +111,11 @@ def register(commands) -> None:
                     "(models, clean validation data, README with the task) and OUT/grader (clean and poisoned test "
                     "data, answer_key.json).")
     chal.add_argument("--out", required=True, metavar="DIR", help="folder that receives student/ and grader/")
-    chal.add_argument("--badnets", type=int, default=3, metavar="K", help="number of BadNets (default 3)")
-    chal.add_argument("--seed", type=int, default=1234, help="seed of data, attacks and training (default 1234)")
-    chal.add_argument("--identities", type=int, default=30, help="classes (face identities; default 30)")
-    chal.add_argument("--epochs", type=int, default=8, help="clean and poisoned epochs per BadNet (default 8 + 8)")
+    chal.add_argument("--badnets", type=arguments.positive_int, default=3, metavar="K", help="number of BadNets (default 3)")
+    chal.add_argument("--seed", type=arguments.seed, default=1234, help="seed of data, attacks and training (default 1234)")
+    chal.add_argument("--identities", type=arguments.int_at_least(3, "a multi-trigger BadNet needs 3 distinct "
+                      "targets"), default=30, help="classes (face identities, >= 3; default 30)")
+    chal.add_argument("--epochs", type=arguments.positive_int, default=8, help="clean and poisoned epochs per BadNet (default 8 + 8)")
     chal.add_argument("--reveal", action="store_true", help="also print every BadNet's attack (the answer key)")
     chal.add_argument("--keep-work", action="store_true", help="keep OUT/work (each BadNet's make-badnet folder)")
     chal.add_argument("--force", action="store_true", help="replace student/ and grader/ written by an earlier run")
@@ -128,12 +133,12 @@ def register(commands) -> None:
     grade.add_argument("--submission", action="append", required=True, metavar="NAME=PATH|DIR",
                        help="NAME=PATH for BadNet NAME (repeat), or a folder with NAME.keras, NAME.h5 or NAME.py "
                             "per BadNet")
-    grade.add_argument("--n", type=int, default=None, help="at most N clean and N poisoned images per trigger "
+    grade.add_argument("--n", type=arguments.positive_int, default=None, help="at most N clean and N poisoned images per trigger "
                        "(default all)")
-    grade.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds a script call may take "
+    grade.add_argument("--timeout", type=arguments.positive_float, default=60.0, metavar="S", help="seconds a script call may take "
                        "(default 60)")
-    grade.add_argument("--batch", type=int, default=500, metavar="B", help="images per script call (default 500)")
-    grade.add_argument("--time-limit", type=float, default=300.0, metavar="S",
+    grade.add_argument("--batch", type=arguments.positive_int, default=500, metavar="B", help="images per script call (default 500)")
+    grade.add_argument("--time-limit", type=arguments.positive_float, default=300.0, metavar="S",
                        help="seconds all calls of one script submission may take together (default 300)")
     grade.add_argument("--python", default=None, help="interpreter that runs scripts (default: this one)")
     grade.add_argument("--json", action="store_true", help="print the results as JSON")

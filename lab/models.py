@@ -148,12 +148,80 @@ def _refuse_lambda(path: Path, config_text: str) -> None:
                             "the lab loads models in safe mode)", "a Lambda layer in the model configuration")
 
 
+META_MAX_BYTES = 1 << 20  # the lab's sidecars are a few kB; a bigger one is not ours
+SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _meta_type_error(meta_path: Path, key: str, expected: str, value) -> LabInputError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return LabInputError(meta_path, f"{key!r} {expected}", f"{type(value).__name__} {shown}")
+
+
+def check_metadata(metadata, meta_path: str | os.PathLike) -> dict:
+    """``metadata`` (a parsed sidecar) checked field by field; raises one line naming ``meta_path``.
+
+    It must be a JSON object. The fields the lab reads must have their type:
+    ``input_scale`` one of :data:`SCALES` (a typo is never taken as ``x/255``),
+    ``sha256`` 64 lowercase hex digits, ``n_classes`` an integer >= 1,
+    ``backdoor_class`` an integer >= 1 or null. Other fields are free.
+    """
+    meta_path = Path(meta_path)
+    if not isinstance(metadata, dict):
+        raise LabInputError(meta_path, "a JSON object (the lab's model metadata)", f"a JSON {_json_kind(metadata)}")
+    scale = metadata.get("input_scale")
+    if "input_scale" in metadata and (not isinstance(scale, str) or scale not in SCALES):
+        raise _meta_type_error(meta_path, "input_scale", f"one of {sorted(SCALES)}", scale)
+    digest = metadata.get("sha256")
+    if "sha256" in metadata and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= SHA256_HEX):
+        raise _meta_type_error(meta_path, "sha256", "64 lowercase hex digits", digest)
+    for key, minimum, nullable in (("n_classes", 1, False), ("backdoor_class", 1, True)):
+        if key not in metadata or (nullable and metadata[key] is None):
+            continue
+        value = metadata[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _meta_type_error(meta_path, key, f"an integer >= {minimum}" + (" or null" if nullable else ""), value)
+    return metadata
+
+
+def _json_kind(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The lab's metadata saved beside a model (``<file>.lab.json``), or {}."""
+    """The lab's metadata saved beside a model (``<file>.lab.json``), or {} when there is none.
+
+    Raises :class:`LabInputError` (one line naming the sidecar) for a sidecar
+    that is a directory, too big, not UTF-8, not JSON, or whose fields do not
+    have the types :func:`check_metadata` requires.
+    """
     meta_path = Path(os.fspath(path) + META_SUFFIX)
-    if not meta_path.exists():
+    expected = "the lab's model metadata (a JSON object)"
+    if not os.path.lexists(meta_path):
         return {}
-    return json.loads(meta_path.read_text())
+    if not meta_path.is_file():
+        found = "a broken symbolic link" if not meta_path.exists() else "a directory or special file"
+        raise LabInputError(meta_path, expected, found)
+    size = meta_path.stat().st_size
+    if size > META_MAX_BYTES:
+        raise LabInputError(meta_path, f"{expected} under {META_MAX_BYTES} bytes", f"{size} bytes")
+    try:
+        text = meta_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise LabInputError(meta_path, expected + " in UTF-8", f"byte {error.start} not UTF-8") from None
+    except OSError as error:
+        raise LabInputError(meta_path, expected, f"an unreadable file ({error.strerror or error})") from None
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise LabInputError(meta_path, expected, f"invalid JSON ({error.msg} at line {error.lineno} "
+                            f"column {error.colno})") from None
+    except RecursionError:
+        raise LabInputError(meta_path, expected, "JSON nested too deeply to read") from None
+    except ValueError as error:  # e.g. an integer with more digits than Python converts
+        raise LabInputError(meta_path, expected, f"unreadable JSON ({' '.join(str(error).split())[:120]})") from None
+    return check_metadata(metadata, meta_path)
 
 
 def _resolve_scale(path: Path, scale: str | None, metadata: dict, digest: str) -> tuple[str, str]:
@@ -187,6 +255,8 @@ def load_model(path: str | os.PathLike, scale: str | None = None, verify: bool =
     expected = "a Keras model (.h5/.keras) or DeepID weights file"
     if not path.exists():
         raise LabInputError(path, expected, "no such file")
+    if not path.is_file():
+        raise LabInputError(path, expected, "a directory" if path.is_dir() else "not a regular file")
     kind, attrs = ("keras", {}) if path.suffix == ".keras" else _h5_kind(path)
     if kind == "data":
         raise LabInputError(path, expected, "a data file (datasets 'data' and 'label'); did you swap --model and --clean?")
@@ -270,6 +340,7 @@ def save_model(model, path: str | os.PathLike, input_scale: str, description: st
         raise ValueError(f"input_scale must be one of {sorted(SCALES)}, got {input_scale!r}")
     path = Path(path)
     check_writable(path, force)
+    check_writable(Path(os.fspath(path) + META_SUFFIX), force)  # the sidecar is the user's file too
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         path.unlink()

@@ -676,13 +676,43 @@ def prune_model(model, channels: Sequence[int], layer: str = DEFAULT_LAYER):
 # ---------------------------------------------------------------- thresholds
 
 
-def check_thresholds(rule: str, thresholds: Sequence[float]) -> None:
-    """Raise one line for an unknown rule or a threshold that is not a positive number."""
+def check_thresholds(rule: str, thresholds: Sequence[float], start_accuracy: float | None = None) -> None:
+    """Raise one line for an unknown rule or thresholds no sweep can use; call it before the sweep.
+
+    Thresholds must be finite numbers strictly between 0 and 100, each once
+    (two that name the same ``pruned_<X>.h5`` file, like 2 and 2.0, are one
+    threshold given twice). With ``start_accuracy`` (clean accuracy before
+    pruning, %), a ``first-reach`` threshold above it is refused too: the drop
+    can never exceed the starting accuracy, so no sweep could reach it.
+    """
     if rule not in RULES:
         raise LabInputError(None, f"--rule one of {', '.join(RULES)}", repr(rule))
-    bad = [t for t in thresholds if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0)]
-    if bad or not thresholds:
-        raise LabInputError(None, "thresholds > 0 (percentage points)", f"{list(thresholds)}")
+    thresholds = list(thresholds)
+    if not thresholds:
+        raise LabInputError("--thresholds", "at least one threshold (percentage points)", "none")
+    bad = [t for t in thresholds
+           if isinstance(t, bool) or not (isinstance(t, (int, float)) and math.isfinite(t) and 0 < t < 100)]
+    if bad:
+        raise LabInputError("--thresholds", "numbers strictly between 0 and 100 (percentage points)",
+                            ", ".join(repr(t) for t in bad))
+    names: dict[str, list[float]] = {}
+    for threshold in thresholds:
+        names.setdefault(threshold_filename(threshold), []).append(threshold)
+    repeated = [given for given in names.values() if len(given) > 1]
+    if repeated:
+        raise LabInputError("--thresholds", "each threshold once (one pruned_<X>.h5 file each)",
+                            "; ".join(f"{given[0]:g} given {len(given)} times" for given in repeated))
+    if start_accuracy is not None and rule == "first-reach":
+        unreachable = [t for t in thresholds if t > start_accuracy]
+        if unreachable:
+            raise LabInputError("--thresholds", f"accuracy drops of at most {start_accuracy:.2f} percentage "
+                                "points (the clean accuracy before pruning; it cannot drop further)",
+                                ", ".join(f"{t:g}" for t in unreachable))
+
+
+def unreached(selection) -> list[str]:
+    """The note of every threshold of ``selection`` (from :func:`select_thresholds`) that no step reached."""
+    return [f"{row.threshold:g}: {row.note}" for row in selection.itertuples() if not row.found]
 
 
 def _pick(drops: np.ndarray, threshold: float, rule: str) -> tuple[int | None, str]:

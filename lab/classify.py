@@ -92,7 +92,7 @@ def _not_an_image(path) -> str:
         with Image.open(path) as image:
             return f"a {image.format} image"
     except Exception:
-        return "a file that is not a PNG or JPEG image"
+        return "a file that is not an image (neither PNG nor JPEG)"
 
 
 def classify_files(model, paths: Sequence[str | os.PathLike], batch_size: int = 512) -> list[int]:

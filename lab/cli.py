@@ -284,7 +284,10 @@ def _add_classify(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     from lab.errors import LabError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a bad argument already reported in one line
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         return args.handler(args)
     except LabError as error:

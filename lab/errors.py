@@ -46,8 +46,8 @@ def check_output_location(path: str | os.PathLike, argument: str, kind: str = "d
     after minutes of training or pruning: ``path`` must not be a file (for a
     directory) or a directory (for a file), nor lie under a file, and the
     nearest existing folder above it must accept new files. Writability is
-    probed with an anonymous temporary file (``O_TMPFILE`` where available),
-    because ``os.access`` says yes to root on any folder; nothing is left behind.
+    probed by creating and removing a temporary file, because ``os.access``
+    says yes to root on any folder and knows nothing of read-only mounts.
     """
     import tempfile
     from pathlib import Path
@@ -70,7 +70,7 @@ def check_output_location(path: str | os.PathLike, argument: str, kind: str = "d
     if not folder.is_dir():
         raise LabInputError(path, expected, f"{folder} is a file, not a directory")
     try:
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lab-write-test-"):
             pass
     except OSError as error:
         raise LabInputError(path, expected, f"{folder} is not writable ({error.strerror or error})") from None

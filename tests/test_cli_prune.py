@@ -68,14 +68,35 @@ def test_prune_refuses_to_overwrite_without_force(capsys, files, pruned):
     assert status == 2 and err.startswith("error: ") and "already exists" in err and err.count("\n") == 1
 
 
-def test_prune_text_output_states_the_rule_and_unreached_thresholds(capsys, files):
+def test_prune_text_output_states_the_rule_and_unreached_thresholds(capsys, files, pruned):
+    """A threshold within the starting accuracy that the sweep never reaches: results kept, one error line, exit 2."""
+    accuracy = [row["clean_accuracy"] for row in pruned["report"]["sweep"]]
+    start, largest_drop = accuracy[0], accuracy[0] - min(accuracy)
+    assert largest_drop < start  # the tiny BadNet never drops to 0 %: some threshold in between is never reached
+    unreached = round((largest_drop + start) / 2, 1)
     out = files["root"] / "text"
-    status, printed, _ = _main(capsys, "prune", "--model", files["model"], "--valid", files["valid"], "--out", out,
-                               "--thresholds", "1", "99", "--rule", "first-reach")
-    assert status == 0
+    status, printed, err = _main(capsys, "prune", "--model", files["model"], "--valid", files["valid"], "--out", out,
+                                 "--thresholds", "1", str(unreached), "--rule", "first-reach")
+    assert status == 2
     assert "rule: first-reach = first step whose clean accuracy drop reaches X" in printed
-    assert "99 pp: no step reaches a drop of 99" in printed
-    assert (out / "pruned_1.h5").exists() and not (out / "pruned_99.h5").exists()
+    assert f"{unreached:g} pp: no step reaches a drop of {unreached:g}" in printed
+    assert err.count("\n") == 1 and err.startswith("error: --thresholds: expected accuracy drops the sweep reaches")
+    assert f"found {unreached:g}: no step reaches" in err and str(out) in err
+    assert (out / "pruned_1.h5").exists() and not (out / f"pruned_{unreached:g}.h5").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert [row["found"] for row in report["thresholds"]] == [True, False]
+
+
+def test_prune_refuses_a_threshold_above_the_starting_accuracy_before_the_sweep(capsys, files, pruned):
+    start = pruned["report"]["sweep"][0]["clean_accuracy"]
+    if start >= 99:
+        pytest.skip("the tiny BadNet scores >= 99 %: no threshold in (0, 100) lies above it")
+    out = files["root"] / "above"
+    status, printed, err = _main(capsys, "prune", "--model", files["model"], "--valid", files["valid"], "--out", out,
+                                 "--thresholds", "1", "99.5")
+    assert status == 2 and printed == "" and err.count("\n") == 1
+    assert err.startswith(f"error: --thresholds: expected accuracy drops of at most {start:.2f} percentage points")
+    assert err.rstrip().endswith("found 99.5") and not out.exists()
 
 
 def test_goodnet_evaluate_and_classify(capsys, files, pruned, tmp_path):
@@ -132,7 +153,7 @@ def _bad_inputs(files, tmp_path) -> dict[str, list]:
         "a GIF image": ["classify", "--model", files["model"], gif],
         "no such file": ["classify", "--model", files["model"], tmp_path / "missing.png"],
         "ending in .keras": ["goodnet", "--badnet", files["model"], "--pruned", files["model"], "--out", tmp_path / "g.h5"],
-        "thresholds > 0": ["prune", *common, "--thresholds", "-1"],
+        "strictly between 0 and 100": ["prune", *common, "--thresholds", "-1"],
         "a layer named 'conv_9'": ["prune", *common, "--layer", "conv_9"],
         "a Conv or Dense layer": ["prune", *common, "--layer", "pool_3"],
         "did you swap": ["prune", "--model", files["valid"], "--valid", files["valid"], "--out", tmp_path / "out"],

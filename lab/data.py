@@ -146,7 +146,7 @@ def _checked_labels(path: Path, labels: np.ndarray) -> np.ndarray:
         raise LabInputError(path, "labels >= 0", f"minimum label {low:.17g}" if labels.dtype.kind == "f"
                             else f"minimum label {int(low)}")
     # Float labels above 2**63 (or uint64 above int64's range) would wrap to negative classes when cast.
-    if (labels.dtype.kind == "f" and high >= 2.0**63) or (labels.dtype.kind == "u" and int(high) > LABEL_MAX):
+    if (labels.dtype.kind == "f" and float(high) >= 2.0**63) or (labels.dtype.kind == "u" and int(high) > LABEL_MAX):
         shown = f"{float(high):.6g}" if labels.dtype.kind == "f" else str(int(high))
         raise LabInputError(path, f"labels in 0..{LABEL_MAX} (class numbers)", f"maximum label {shown}")
     return labels.astype(np.int64)

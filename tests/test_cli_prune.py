@@ -83,8 +83,9 @@ def test_prune_text_output_states_the_rule_and_unreached_thresholds(capsys, file
     assert err.count("\n") == 1 and err.startswith("error: --thresholds: expected accuracy drops the sweep reaches")
     assert f"found {unreached:g}: no step reaches" in err and str(out) in err
     assert (out / "pruned_1.h5").exists() and not (out / f"pruned_{unreached:g}.h5").exists()
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     assert [row["found"] for row in report["thresholds"]] == [True, False]
+    assert report["sweep"][0]["attack_success_rate"] is None  # no poisoned file: null, not NaN
 
 
 def test_goodnet_evaluate_and_classify(capsys, files, pruned, tmp_path):

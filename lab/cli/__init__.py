@@ -46,12 +46,15 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv and argv[0] in FORWARDED:  # a whole program: its own options, its own --help
-            return run_forwarded(argv[0], argv[1:])
         try:
+            if argv and argv[0] in FORWARDED:  # a whole program: its own options, its own --help
+                return run_forwarded(argv[0], argv[1:])
             args = build_parser().parse_args(argv)
-        except SystemExit as stop:  # --help, or a bad argument already reported in one line
-            return stop.code if isinstance(stop.code, int) else 2
+        except SystemExit as stop:  # --help, or a bad argument already reported in one line: the status
+            if stop.code is None or isinstance(stop.code, int):
+                return stop.code or 0
+            print(stop.code, file=sys.stderr)  # what Python itself does with sys.exit("message")
+            return 1
         return args.handler(args)
     except LabError as error:
         print_error(str(error))

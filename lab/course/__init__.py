@@ -1,0 +1,1 @@
+"""Course tooling: the hidden-trigger challenge (make, grade) and the sandbox untrusted submissions run in."""

@@ -64,7 +64,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         students = challenge.resolve_class(args.submissions, names)
     else:
         students = {"": challenge.resolve_submissions(args.submission, names)}
-    rows = challenge.grade_class(args.grader, students, options, jobs=args.jobs, progress=not args.json)
+    rows = challenge.grade_class(args.grader, students, options, jobs=args.jobs, progress=True)  # bar: stderr
     if not args.submissions:
         for row in rows:
             row.pop("student")

@@ -23,6 +23,8 @@ from conftest import CHALLENGE_IDENTITIES as N_IDENTITIES
 from conftest import processes_with
 from test_attacks import run_instructor
 
+pytestmark = pytest.mark.slow  # trains a challenge of BadNets and grades scripts in subprocesses
+
 N_GRADE = 12  # test images per set when grading: keeps every script run short
 
 

@@ -184,7 +184,7 @@ def test_batches_leak_nothing_but_pixels(tmp_path):
                 chunks.append(raw[at + 4:at + 8].decode())
                 at += 12 + length
             assert chunks[0] == "IHDR" and chunks[-1] == "IEND" and set(chunks[1:-1]) == {"IDAT"}
-            from lab.classify import load_image
+            from lab.io.images import load_image
 
             assert np.array_equal(load_image(path), images[index])
         positions = np.argsort(order)
@@ -247,6 +247,7 @@ CHEAT = """
 """
 
 
+@pytest.mark.slow  # grades the trained challenge
 def test_finding_the_answer_key_through_proc_fails_in_the_sandbox(made, key, bwrap_ok, tmp_path, monkeypatch):
     """The /proc cheat scores 100 without the sandbox (so it is a real cheat) and 0 inside it."""
     name = next(iter(key["badnets"]))
@@ -262,6 +263,7 @@ def test_finding_the_answer_key_through_proc_fails_in_the_sandbox(made, key, bwr
     assert trusted["status"] == "scored" and trusted["score"] == 100.0
 
 
+@pytest.mark.slow  # grades the trained challenge
 def test_a_script_cannot_change_the_grader_or_other_submissions(made, key, bwrap_ok, tmp_path):
     """It knows every path and tries to rewrite them all; nothing changes and the next score is the same."""
     names = list(key["badnets"])
@@ -290,6 +292,7 @@ def test_a_script_cannot_change_the_grader_or_other_submissions(made, key, bwrap
         assert rows[1][column] == before[column]
 
 
+@pytest.mark.slow  # grades the trained challenge
 def test_a_changed_grader_folder_is_refused_in_one_line(made, tmp_path):
     copy = tmp_path / "grader"
     shutil.copytree(made / "grader", copy)
@@ -302,6 +305,7 @@ def test_a_changed_grader_folder_is_refused_in_one_line(made, tmp_path):
     assert "answer_key.json: expected the SHA-256 recorded in" in result.stderr and "different contents" in result.stderr
 
 
+@pytest.mark.slow  # grades the trained challenge
 def test_names_order_and_sizes_tell_nothing(made, key, bwrap_ok, tmp_path):
     """The old grader's leak (position-derived names, an order seeded by the batch size, clean first) is gone."""
     name = next(n for n, e in key["badnets"].items() if len(e["triggers"]) == 1)
@@ -326,6 +330,7 @@ def test_names_order_and_sizes_tell_nothing(made, key, bwrap_ok, tmp_path):
     assert abs(row["detection_rate"] - row["clean_false_positive_rate"]) < 75
 
 
+@pytest.mark.slow  # grades the trained challenge
 def test_broken_and_hostile_models_score_zero_and_others_still_score(made, key, reference, bwrap_ok, tmp_path):
     """Malformed sidecars, an escaped Lambda and a non-model: each zero with its reason, in one grade() call."""
     import zipfile
@@ -368,6 +373,7 @@ def test_broken_and_hostile_models_score_zero_and_others_still_score(made, key, 
     assert by[("malformed", names[1])]["status"] == "scored", by[("malformed", names[1])]
 
 
+@pytest.mark.slow  # grades the trained challenge
 def test_memory_fork_bomb_and_environment_attacks_are_contained(made, key, bwrap_ok, tmp_path, monkeypatch):
     """Each attack scores 0 with its reason; the honest script graded in the same run still scores."""
     token = secrets.token_hex(16)
@@ -413,6 +419,7 @@ def test_memory_fork_bomb_and_environment_attacks_are_contained(made, key, bwrap
 # ---------------------------------------------------------------------------------------------- many students
 
 
+@pytest.mark.slow  # grades the trained challenge
 def test_a_class_in_parallel_gives_the_serial_table(made, key, reference, bwrap_ok, tmp_path):
     """--submissions DIR --jobs 3 by the command line, against a serial grade_class: the same rows and table."""
     names = list(key["badnets"])
@@ -448,6 +455,7 @@ def test_a_class_in_parallel_gives_the_serial_table(made, key, reference, bwrap_
         f"{(serial[0]['score'] + serial[1]['score'] + serial[2]['score']) / 3:.1f}"]
 
 
+@pytest.mark.slow  # grades the trained challenge
 @pytest.mark.parametrize("flag, value", [("--timeout", "0"), ("--timeout", "-1"), ("--time-limit", "0"),
                                          ("--jobs", "0"), ("--batch", "0")])
 def test_grade_refuses_bad_limits_in_one_line(made, tmp_path, flag, value):

@@ -1,1 +1,9 @@
-"""Course tooling: the hidden-trigger challenge (make, grade) and the sandbox untrusted submissions run in."""
+"""The course around the lab: challenge, sandbox, student copies, notebook runner, benchmark.
+
+- ``lab.course.challenge``  hidden-trigger challenge: make, package, grade (package: key, make, readme,
+                            batch, grade, model_worker)
+- ``lab.course.sandbox``    the bubblewrap sandbox untrusted submissions run in
+- ``lab.course.student``    student copies of the notebooks (solutions taken out)
+- ``lab.course.notebooks``  execute the notebooks (parameters injected, nbclient)
+- ``lab.course.bench``      benchmark: sweep vs forward pass vs naive sweep, default build time
+"""

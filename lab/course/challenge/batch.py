@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.data import IMAGE_SHAPE
+from lab.io.data import IMAGE_SHAPE
 
 FILE_TIME = 946684800  # 2000-01-01 00:00:00 UTC, every file's atime and mtime
 NAME_BYTES = 8  # 16 hex digits: a collision among 10^5 images has odds about 3e-10

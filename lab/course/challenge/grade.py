@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab import data as course_data
+from lab.io import data as course_data
 from lab.course import sandbox
 from lab.course.challenge import batch as batches
 from lab.course.challenge.key import (ANSWER_KEY, MODEL_SUFFIXES, SCORE_RULE, SCRIPT_SUFFIXES, check_grader)
@@ -289,7 +289,7 @@ def score(clean_accuracy: float, attack_success_rate: float) -> float:
 
 def _scored(answers: np.ndarray, tests: TestSet) -> dict:
     """Rates (percent), per-trigger rates and the score of answers in image order (lab.metrics)."""
-    from lab import metrics
+    from lab.evaluation import metrics
 
     n = tests.n_classes
     clean, rest = answers[:tests.n_clean], answers[tests.n_clean:]

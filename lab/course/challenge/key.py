@@ -44,7 +44,7 @@ def check_grader(grader_dir: str | os.PathLike) -> dict:
     missing manifest, or a file that is missing or changed: a grader folder
     that was tampered with is never graded from.
     """
-    from lab import manifest
+    from lab.io import manifest
 
     grader = Path(grader_dir)
     key = read_answer_key(grader)

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from lab import attacks
-from lab import data as course_data
+from lab.io import data as course_data
 from lab.course.challenge.key import ANSWER_KEY, CHALLENGE_KIND, GRADER, INPUT_SCALE, SCORE_RULE, STUDENT
 from lab.course.challenge.readme import student_readme
 from lab.errors import LabInputError, RefuseOverwrite
-from lab.seed import DEFAULT_SEED
-from lab.triggers import TRIGGERS
+from lab.constants import DEFAULT_SEED
+from lab.attacks.triggers import TRIGGERS
 
 MULTI_TRIGGERS = ("sunglasses", "eyebrows", "lipstick")  # the 2020 course's multi-trigger multi-target BadNet
 # All-to-all BadNets get a face trigger: with the corner patch, DeepID learnt the n -> n+1 shift poorly
@@ -122,7 +122,7 @@ def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int = DEFAU
     :func:`package_challenge`. Report: ``answer_key`` (the key's dict),
     ``student``, ``grader`` (folders), ``seconds``.
     """
-    from lab.training import TrainingConfig
+    from lab.attacks.training import TrainingConfig
 
     started = time.perf_counter()
     out = Path(out)
@@ -162,7 +162,7 @@ def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int = DEFAU
 
 def _scrubbed_sidecar(model_path: Path, input_scale: str, n_classes: int) -> None:
     """Metadata beside a student's copy of a BadNet: its input scale and checksum, nothing about the attack."""
-    from lab.models import META_SUFFIX, sha256_file
+    from lab.io.models import META_SUFFIX, sha256_file
 
     record = {"input_scale": input_scale, "n_classes": n_classes,
               "description": "anonymous BadNet of a hidden-trigger challenge: trigger, target and attack are secret",
@@ -182,7 +182,7 @@ def package_challenge(badnet_dirs: Mapping[str, str | os.PathLike], out: str | o
     SHA-256), as the 2020 challenge's did. Returns the same report as
     :func:`make_challenge` (without ``seconds``).
     """
-    from lab import manifest, models
+    from lab.io import manifest, models
 
     out = Path(out)
     if not badnet_dirs:
@@ -265,7 +265,8 @@ def reference_submission(student_dir: str | os.PathLike, out: str | os.PathLike,
     Returns ``{name: path}`` (BadNets whose sweep never reaches the threshold
     use the last step within it).
     """
-    from lab import goodnet, models, pruning
+    from lab.defenses import goodnet, pruning
+    from lab.io import models
 
     student = Path(student_dir)
     clean = course_data.load_h5(student / "data" / course_data.CHALLENGE_FILES["clean_valid"])

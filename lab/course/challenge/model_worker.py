@@ -31,8 +31,8 @@ def answers(model_path: str, images_path: str, default_scale: str, n_classes: in
 
     import numpy as np
 
-    from lab import models
-    from lab.data import IMAGE_SHAPE
+    from lab.io import models
+    from lab.io.data import IMAGE_SHAPE
     from lab.errors import LabError
 
     path = Path(model_path)

@@ -162,16 +162,20 @@ def test_a_goodnet_scores_well_and_beats_the_badnet_itself(made, key, reference,
     repaired = goodnet.build_goodnet(models.load_model(badnet_path), models.LoadedModel(clean_model, "unit"))
     goodnet_path = goodnet.save_goodnet(repaired, tmp_path / f"{name}.keras")
 
-    good = challenge.grade_one(made / "grader", name, goodnet_path)
-    unchanged = challenge.grade_one(made / "grader", name, badnet_path)
+    # One grading run (the grader folder checked and read once, the model workers two at a time).
+    multi = next(n for n, e in key["badnets"].items() if e["attack"] == "multi-trigger multi-target")
+    rows = challenge.grade_class(made / "grader", {"good": {name: goodnet_path}, "unchanged": {name: badnet_path},
+                                                   "reference": {name: reference[name], multi: reference[multi]}},
+                                 jobs=2)
+    by = {(row["student"], row["badnet"]): row for row in rows}
+    good, unchanged = by[("good", name)], by[("unchanged", name)]
     assert unchanged["status"] == good["status"] == "scored"
     assert unchanged["detection_rate"] == 0 and unchanged["attack_success_rate"] > 50
     assert good["attack_success_rate"] < 10 and good["detection_rate"] > 60
     assert good["score"] > unchanged["score"] + 25
-    assert challenge.grade_one(made / "grader", name, reference[name])["status"] == "scored"
+    assert by[("reference", name)]["status"] == "scored"
     # Per trigger for the multi-trigger BadNet.
-    multi = next(n for n, e in key["badnets"].items() if e["attack"] == "multi-trigger multi-target")
-    row = challenge.grade_one(made / "grader", multi, reference[multi], n=N_GRADE)
+    row = by[("reference", multi)]
     assert list(row["per_trigger"]) == list(challenge.MULTI_TRIGGERS)
     assert "  eyebrows" in challenge.format_table([row])
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from lab.constants import DEFAULT_LAYER, DEFAULT_MEASURE, DEFAULT_SEED
 from lab.defenses import pruning
-from lab.defenses.augment import augment, random_erase  # noqa: F401  (re-exported: lab.finepruning.augment)
+from lab.defenses.augment import AugmentConfig, augment, random_erase  # noqa: F401  (lab.finepruning.augment)
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.holdout import split_validation
 from lab.defenses.perturbation import PerturbationSearch, universal_perturbation  # noqa: F401
@@ -49,20 +49,23 @@ from lab.defenses.surgery import clone_model, zero_channels
 from lab.errors import LabInputError
 from lab.evaluation import metrics
 from lab.io.data import Dataset
+
 HEAD_LAYERS = ("fc_1", "fc_2", "output")
 
 
 @dataclasses.dataclass(frozen=True)
-class FineTuneConfig:
+class FineTuneConfig(AugmentConfig):
     """How :func:`fine_tune` trains. Pixel quantities are in 0..255 units.
 
     epochs: passes over the fine-tuning data (0: no training).
     learning_rate / schedule: Adam's rate, ``"cosine"`` (decays to 0 over
     all steps) or ``"constant"``. weight_decay > 0 switches to AdamW.
-    augment: random shifts (up to ``max_shift`` pixels), horizontal flips,
-    brightness/contrast (``brightness``, relative) and Gaussian ``noise``
-    (standard deviation), then random erasing with ``erase_probability``
-    (a rectangle of 2-25 % of the image filled with uniform noise).
+    augment: apply :func:`lab.defenses.augment.augment` with the fields this
+    class inherits from :class:`AugmentConfig`: random shifts (up to
+    ``max_shift`` pixels), horizontal flips, brightness/contrast
+    (``brightness``, relative) and Gaussian ``noise`` (standard deviation),
+    then random erasing with ``erase_probability`` (a rectangle of 2-25 % of
+    the image filled with uniform noise).
     unlearn_fraction: share of each epoch's images that get the epoch's
     universal perturbation (0 switches unlearning off); ``unlearn_epsilon``
     bounds it (L-infinity, pixels), ``unlearn_steps`` sign-gradient steps
@@ -77,11 +80,6 @@ class FineTuneConfig:
     batch_size: int = 32
     weight_decay: float = 0.0
     augment: bool = True
-    max_shift: int = 3
-    flip: bool = True
-    brightness: float = 0.2
-    noise: float = 8.0
-    erase_probability: float = 0.5
     unlearn_fraction: float = 0.5
     unlearn_epsilon: float = 32.0
     unlearn_steps: int = 10
@@ -366,18 +364,11 @@ class FinePruningDefense(Defense):
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks. RAID 2018"
 
     @dataclasses.dataclass(frozen=True)
-    class Config:
-        """threshold / rule: where to prune (see :data:`lab.defenses.pruning.RULES`); recipe: how to
-        fine-tune (:class:`FineTuneConfig`, default the unlearning recipe of 05); holdout_fraction: share
-        of each class held out to choose the epoch; layer / measure / order: as in pruning."""
+    class Config(pruning.PruningDefense.Config):
+        """Where to prune, as :class:`lab.defenses.pruning.PruningDefense.Config` (the held-out part picks
+        the epoch here); recipe: how to fine-tune (:class:`FineTuneConfig`, default the unlearning recipe of 05)."""
 
-        threshold: float = 4.0
-        rule: str = "first-reach"
         recipe: FineTuneConfig = RECIPES["unlearning"]
-        holdout_fraction: float = 1 / 3
-        layer: str = DEFAULT_LAYER
-        measure: str = DEFAULT_MEASURE
-        order: str = "increasing"
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         return _fine_prune_result(self, badnet, clean_valid, seed, threshold=self.config.threshold, n_channels=None)

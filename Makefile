@@ -47,6 +47,7 @@ jupyter: env
 	$(BIN)/jupyter notebook notebooks/
 
 test: env
+	@sh tools/ensure_bwrap.sh
 	$(BIN)/python -m pytest
 
 bench: env

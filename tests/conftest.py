@@ -52,6 +52,60 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=900)
 
 
+CHALLENGE_IDENTITIES = 8  # classes of the tiny challenge below
+
+
+@pytest.fixture(scope="session")
+def made(tmp_path_factory) -> Path:
+    """``make-challenge`` with three BadNets, by the command line (about 20 s alone; shared by the
+    challenge and grader tests)."""
+    out = tmp_path_factory.mktemp("challenge")
+    result = run_cli("make-challenge", "--out", str(out), "--badnets", "3", "--seed", "5", "--identities",
+                     str(CHALLENGE_IDENTITIES), "--epochs", "3", "--keep-work", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "student folder (hand out)" in result.stdout
+    return out
+
+
+@pytest.fixture(scope="session")
+def key(made) -> dict:
+    from lab.course import challenge
+
+    return challenge.read_answer_key(made / "grader")
+
+
+@pytest.fixture(scope="session")
+def reference(made, tmp_path_factory) -> dict[str, Path]:
+    """The course's pruning GoodNet for every BadNet of ``made``, from the student folder alone."""
+    from lab.course import challenge
+
+    return challenge.reference_submission(made / "student", tmp_path_factory.mktemp("reference"), threshold=10)
+
+
+def processes_with(marker: str, wait: float = 5.0) -> list[int]:
+    """Live processes whose command line holds ``marker``, after up to ``wait`` seconds for them to go
+    (a killed orphan is a zombie until init reaps it, which does not count)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if marker.encode() not in (entry / "cmdline").read_bytes():
+                    continue
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state not in ("Z", "X"):
+                alive.append(int(entry.name))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
 # ---------------------------------------------------------------- the command line on small real files
 
 

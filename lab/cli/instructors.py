@@ -72,14 +72,22 @@ def _cmd_make_challenge(args: argparse.Namespace) -> int:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from lab.course import challenge
 
-    key = challenge.read_answer_key(args.grader)
-    submissions = challenge.resolve_submissions(args.submission, list(key["badnets"]))
-    results = challenge.grade(args.grader, submissions, n=args.n, timeout=args.timeout, batch=args.batch,
-                              time_limit=args.time_limit, python=args.python, progress=not args.json)
-    if args.json:
-        print(json.dumps(results))
+    options = challenge.Options(n=args.n, timeout=args.timeout, batch=args.batch, time_limit=args.time_limit,
+                                python=args.python, trust_scripts=args.trust_scripts, memory_mib=args.memory)
+    options.check()  # argument errors before any file is read
+    names = list(challenge.read_answer_key(args.grader)["badnets"])  # grade_class checks the whole folder
+    if args.submissions:
+        students = challenge.resolve_class(args.submissions, names)
     else:
-        print(challenge.format_table(results))
+        students = {"": challenge.resolve_submissions(args.submission, names)}
+    rows = challenge.grade_class(args.grader, students, options, jobs=args.jobs, progress=True)  # bar: stderr
+    if not args.submissions:
+        for row in rows:
+            row.pop("student")
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(challenge.format_table(rows))
     return 0
 
 
@@ -169,21 +177,31 @@ def register(commands) -> None:
         "grade", help="score submissions (GoodNet files or eval.py scripts) on the hidden test data",
         description="Score one submission per BadNet: a model (.keras/.h5, N+1 outputs, loaded in safe mode) or a "
                     "script run as `python SCRIPT IMAGE [IMAGE ...]` in its own folder that prints one class in "
-                    "[0, N] per image, one per line, as its last output lines. A missing, crashing, hanging or "
-                    "unreadable submission scores 0 with the reason. Score = clean accuracy x (100 - attack "
-                    "success rate) / 100.")
+                    "[0, N] per image, one per line, as its last output lines. Every submission runs in a bubblewrap "
+                    "sandbox (no network, its own folder read-only, a private /tmp, its own batch of randomly named "
+                    "images, memory, process and time limits); the grader folder is checked against its manifest "
+                    "first. A missing, crashing, hanging or unreadable submission scores 0 with the reason. "
+                    "Score = clean accuracy x (100 - attack success rate) / 100.")
     grade.add_argument("--grader", required=True, metavar="DIR", help="the grader folder from make-challenge")
-    grade.add_argument("--submission", action="append", required=True, metavar="NAME=PATH|DIR",
-                       help="NAME=PATH for BadNet NAME (repeat), or a folder with NAME.keras, NAME.h5 or NAME.py "
-                            "per BadNet")
+    who = grade.add_mutually_exclusive_group(required=True)
+    who.add_argument("--submission", action="append", metavar="NAME=PATH|DIR",
+                     help="one student: NAME=PATH for BadNet NAME (repeat), or a folder with NAME.keras, NAME.h5 or "
+                          "NAME.py per BadNet")
+    who.add_argument("--submissions", metavar="DIR", help="a class: a folder holding one such folder per student")
+    grade.add_argument("--jobs", type=arguments.positive_int, default=None, metavar="N",
+                       help="submissions graded at once (default: the machine's cores)")
     grade.add_argument("--n", type=arguments.positive_int, default=None, help="at most N clean and N poisoned images per trigger "
                        "(default all)")
     grade.add_argument("--timeout", type=arguments.positive_float, default=60.0, metavar="S", help="seconds a script call may take "
-                       "(default 60)")
+                       "(default 60; > 0)")
     grade.add_argument("--batch", type=arguments.positive_int, default=500, metavar="B", help="images per script call (default 500)")
     grade.add_argument("--time-limit", type=arguments.positive_float, default=300.0, metavar="S",
-                       help="seconds all calls of one script submission may take together (default 300)")
+                       help="seconds all calls of one submission may take together (default 300)")
+    grade.add_argument("--memory", type=arguments.positive_int, default=4096, metavar="MIB",
+                       help="memory of each sandboxed run in MiB (default 4096)")
     grade.add_argument("--python", default=None, help="interpreter that runs scripts (default: this one)")
+    grade.add_argument("--trust-scripts", action="store_true",
+                       help="where bwrap cannot run, run scripts without a sandbox (only for scripts you trust)")
     grade.add_argument("--json", action="store_true", help="print the results as JSON")
     grade.set_defaults(handler=_cmd_grade)
     for name, (_, help_text) in FORWARDED.items():

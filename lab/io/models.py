@@ -9,8 +9,9 @@ recorded SHA-256 of a known course file, or from the course's file naming
 convention, and :attr:`LoadedModel.scale_source` says which.
 
 Security: full models load with ``safe_mode=True`` and files whose
-configuration contains a ``Lambda`` layer are refused before deserialising
-anything; models the lab saves contain no ``Lambda`` layers.
+configuration (parsed as JSON, nested models and wrappers included) holds a
+``Lambda`` layer or a serialised Python function are refused before
+deserialising anything; models the lab saves contain no ``Lambda`` layers.
 """
 
 from __future__ import annotations
@@ -152,10 +153,47 @@ def _h5_kind(path: Path) -> tuple[str, dict]:
         raise LabInputError(path, "a Keras model (.h5/.keras) or DeepID weights file", found) from None
 
 
+# Layer and function classes that carry Python code: refused before Keras deserialises anything.
+CODE_CLASSES = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__"})
+
+
+def _code_classes(node) -> set[str]:
+    """Every ``class_name`` in CODE_CLASSES anywhere in a parsed model configuration.
+
+    Walks all dicts and lists, so nested models (Functional in Sequential,
+    ``config.layers``), wrappers (``TimeDistributed``/``Bidirectional``'s
+    ``config.layer``) and serialised activations are all covered; a Keras-2
+    marshalled function (``function_type``) counts as a Lambda too.
+    """
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            name = item.get("class_name")
+            if isinstance(name, str) and name in CODE_CLASSES:
+                found.add(name)
+            if item.get("function_type") == "lambda":
+                found.add("Lambda")
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
 def _refuse_lambda(path: Path, config_text: str) -> None:
-    if '"Lambda"' in config_text or '"TFOpLambda"' in config_text:
-        raise LabInputError(path, "a model without Lambda layers (Lambda runs arbitrary code; "
-                            "the lab loads models in safe mode)", "a Lambda layer in the model configuration")
+    """Raise unless ``config_text`` is a JSON model configuration without code-carrying layers.
+
+    Parsed, not searched as text: an escaped ``\\u004cambda`` is a Lambda too.
+    """
+    expected = ("a model without Lambda layers (Lambda runs arbitrary code; the lab loads models in safe mode)")
+    try:
+        config = json.loads(config_text)
+    except (ValueError, RecursionError):
+        raise LabInputError(path, expected, "a model configuration that is not JSON") from None
+    found = _code_classes(config)
+    if found:
+        raise LabInputError(path, expected, f"{'/'.join(sorted(found))} in the model configuration")
 
 
 META_MAX_BYTES = 1 << 20  # the lab's sidecars are a few kB; a bigger one is not ours
@@ -282,7 +320,7 @@ def load_model(path: str | os.PathLike, scale: str | None = None, verify: bool =
         model = _load_keras_archive(path, expected)
     elif kind == "full":
         config = attrs["model_config"]
-        _refuse_lambda(path, config.decode() if isinstance(config, bytes) else str(config))
+        _refuse_lambda(path, config.decode("utf-8", errors="replace") if isinstance(config, bytes) else str(config))
         model = _load_full(path, expected)
     else:
         model = _load_deepid_weights(path, attrs, input_scale)
@@ -294,7 +332,7 @@ def _load_keras_archive(path: Path, expected: str):
 
     try:
         with zipfile.ZipFile(path) as archive:
-            _refuse_lambda(path, archive.read("config.json").decode())
+            _refuse_lambda(path, archive.read("config.json").decode("utf-8", errors="replace"))
     except (zipfile.BadZipFile, KeyError):
         raise LabInputError(path, "a .keras archive with config.json", "a damaged or foreign file") from None
     return _load_full(path, expected)

@@ -193,7 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     from lab import instructor_cli
 
     instructor_cli.register(commands)
+    _add_autograde(commands)
     return parser
+
+
+def _add_autograde(commands) -> None:
+    from lab import autograde
+
+    grade = commands.add_parser("autograde", help="(instructors) grade submitted notebooks with nbgrader: points "
+                                "per student and exercise",
+                                description=autograde.__doc__.split("\n\n")[0] + " Hidden tests come from the "
+                                "source notebooks; a notebook that crashes in one exercise keeps the points of "
+                                "the others.")
+    autograde.add_arguments(grade)
+    grade.set_defaults(handler=autograde.run)
 
 
 def _add_scale(command) -> None:

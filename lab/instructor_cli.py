@@ -20,7 +20,9 @@ def _cmd_make_badnet(args: argparse.Namespace) -> int:
     config = TrainingConfig(clean_epochs=args.epochs, poisoned_epochs=args.epochs)
     report = attacks.make_badnet(args.data, attack, args.out, train=args.train, config=config,
                                  poison_fraction=args.poison_fraction, input_scale=args.scale,
-                                 seed=args.seed, force=args.force, progress=not args.quiet)
+                                 seed=args.seed, force=args.force, progress=not args.quiet,
+                                 min_clean_accuracy=None if args.force_weak else args.min_clean_accuracy,
+                                 min_attack_success=None if args.force_weak else args.min_attack_success)
     if args.json:
         print(json.dumps({**report, "attack": report["attack"].to_json()}))
         return 0
@@ -96,6 +98,12 @@ def register(commands) -> None:
     make.add_argument("--seed", type=int, default=1234, help="seed of targets, poisoning and training (default 1234)")
     make.add_argument("--out", required=True, metavar="DIR", help="folder that receives data/, models/, manifest.json")
     make.add_argument("--force", action="store_true", help="overwrite existing files")
+    make.add_argument("--min-clean-accuracy", type=float, default=attacks.MIN_CLEAN_ACCURACY, metavar="PCT",
+                      help=f"refuse a BadNet below this clean test accuracy (default {attacks.MIN_CLEAN_ACCURACY:g} %%)")
+    make.add_argument("--min-attack-success", type=float, default=attacks.MIN_ATTACK_SUCCESS, metavar="PCT",
+                      help=f"refuse a BadNet below this attack success rate on any trigger "
+                           f"(default {attacks.MIN_ATTACK_SUCCESS:g} %%)")
+    make.add_argument("--force-weak", action="store_true", help="package a BadNet below the floors anyway")
     make.add_argument("--quiet", action="store_true", help="no progress bars")
     make.add_argument("--json", action="store_true", help="print one JSON object")
     make.set_defaults(handler=_cmd_make_badnet)

@@ -52,11 +52,13 @@ def _quiet():
 
 
 def _fail(exercise: str, message: str) -> None:
+    __tracebackhide__ = True  # IPython and pytest leave this helper out of the traceback a student reads
     raise CheckFailed(f"[{exercise}] {message}")
 
 
 def _call(exercise: str, function, *args):
     """Call the student's function; a NotImplementedError says the exercise is not done yet."""
+    __tracebackhide__ = True
     try:
         with _quiet():
             return function(*args)

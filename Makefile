@@ -37,13 +37,13 @@ default: env
 # executed copies + HTML in build/notebooks/ (*.nbconvert.ipynb leftovers are never picked up).
 lab: default
 	$(BIN)/python -m lab evaluate --model models/bd_net.h5 --clean data/cl/test.h5 --poisoned data/bd/bd_test.h5
-	$(BIN)/python -m lab.notebooks --html --out build/notebooks
-	$(BIN)/python -m lab.notebooks --html --out build/notebooks notebooks/A1_make_your_own_badnet.ipynb
+	$(BIN)/python -m lab notebooks --html --out build/notebooks
+	$(BIN)/python -m lab notebooks --html --out build/notebooks notebooks/A1_make_your_own_badnet.ipynb
 	@echo "open build/notebooks/*.html, or run 'make jupyter' to work in the notebooks yourself"
 
 # Student copies: nbgrader's generate_assignment (solutions -> raise NotImplementedError(), hidden tests out).
 student: env
-	$(BIN)/python -m lab.student
+	$(BIN)/python -m lab student
 
 jupyter: env
 	$(BIN)/jupyter notebook notebooks/
@@ -52,4 +52,4 @@ test: env
 	$(BIN)/python -m pytest
 
 bench: env
-	$(BIN)/python -m lab.bench
+	$(BIN)/python -m lab bench

@@ -54,14 +54,16 @@ def find_submissions(arguments) -> list[tuple[str, Path]]:
 
     For a folder argument the student is the notebook's folder relative to
     it (``submitted/alice/lab/03.ipynb`` under ``submitted`` -> ``alice/lab``),
-    ``.`` for notebooks directly in it; for a file, its folder's name.
+    the folder's own name for notebooks directly in it; for a file, its folder's name.
     """
     found = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
             notebooks = sorted(p for p in path.rglob("*.ipynb") if is_notebook(p.relative_to(path)))
-            found += [(p.parent.relative_to(path).as_posix(), p) for p in notebooks]
+            # a folder of one student's notebooks is that student; a folder of folders holds one per student
+            found += [(p.parent.relative_to(path).as_posix() if p.parent != path else path.resolve().name, p)
+                      for p in notebooks]
         elif path.is_file() and is_notebook(path):
             found.append((path.parent.name or ".", path))
         elif path.is_file():
@@ -204,7 +206,7 @@ def autograde(arguments, source_dir: Path = SOURCE_DIR, parameters: dict | None 
     with tempfile.TemporaryDirectory(prefix="autograde-") as scratch:
         base = Path(work) if work is not None else Path(scratch)
         for student, path in submissions:
-            folder = base / (student.replace("/", "__") if student != "." else "_")
+            folder = base / (student.replace("/", "__") or "_")
             folder.mkdir(parents=True, exist_ok=True)
             kept = None if keep is None else Path(keep) / folder.name / path.name
             result = grade_notebook(path, source_dir, parameters, folder, timeout, kept)

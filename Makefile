@@ -33,13 +33,15 @@ default: env
 	@if [ -f models/bd_net.h5 ]; then echo "default already built (models/bd_net.h5); skipping"; \
 	  else $(BIN)/python -m lab make-default --out . --seed $(SEED); fi
 
-# Every numbered notebook, top to bottom on a fresh kernel; executed copies + HTML in build/notebooks/.
+# Every numbered notebook, then the instructor notebook A1, top to bottom on a fresh kernel;
+# executed copies + HTML in build/notebooks/ (*.nbconvert.ipynb leftovers are never picked up).
 lab: default
 	$(BIN)/python -m lab evaluate --model models/bd_net.h5 --clean data/cl/test.h5 --poisoned data/bd/bd_test.h5
 	$(BIN)/python -m lab notebooks --html --out build/notebooks
+	$(BIN)/python -m lab notebooks --html --out build/notebooks notebooks/A1_make_your_own_badnet.ipynb
 	@echo "open build/notebooks/*.html, or run 'make jupyter' to work in the notebooks yourself"
 
-# Student copies: every "### BEGIN SOLUTION" block becomes raise NotImplementedError("TODO: <hint>").
+# Student copies: nbgrader's generate_assignment (solutions -> raise NotImplementedError(), hidden tests out).
 student: env
 	$(BIN)/python -m lab student
 

@@ -18,8 +18,9 @@ Packages, one layer each (a layer imports only the layers above it in this list,
                       (``pruning`` public API, ``pruning_plan``, ``pruning_engines``), ``goodnet``,
                       fine-tuning parts (``holdout``, ``augment``, ``perturbation``), ``finepruning``,
                       ``detectors`` (confidence, STRIP), ``oracle`` (uses poisoned data: not a defense)
-- ``lab.course``      the course around it: hidden-trigger ``challenge``, ``student`` copies, the
-                      ``notebooks`` runner, the ``bench``mark
+- ``lab.course``      the course around it: hidden-trigger ``challenge``, ``student`` copies (nbgrader),
+                      the exercises' ``checks``, the nbgrader ``autograde``r, the ``notebooks`` runner,
+                      the ``bench``mark
 - ``lab.cli``         ``python -m lab ...``: one command line, students' and instructors' commands
 
 Flat names. Notebooks, tests and scripts written before the packages import
@@ -54,6 +55,7 @@ FLAT_NAMES = {
     "metrics": "lab.evaluation", "activations": "lab.evaluation.activations",
     "analysis": "lab.evaluation.analysis", "plots": "lab.evaluation.plots",
     "challenge": "lab.course.challenge", "student": "lab.course.student", "notebooks": "lab.course.notebooks",
+    "checks": "lab.course.checks", "autograde": "lab.course.autograde",
     "bench": "lab.course.bench", "instructor_cli": "lab.cli.instructors",
 }
 

@@ -27,6 +27,48 @@ def resolve(path: str | os.PathLike | None, root: str | os.PathLike | None = Non
     return path if path.is_absolute() else Path(root or project_root()) / path
 
 
+MODEL_ENV, SCALE_ENV = "BADNET_LAB_MODEL", "BADNET_LAB_SCALE"
+DEFAULT_MODEL = "models/bd_net.h5"
+
+
+def model_file(model: str | os.PathLike | None, root: str | os.PathLike | None = None) -> Path:
+    """The model a notebook uses: its ``MODEL`` parameter, else ``$BADNET_LAB_MODEL``, else ``models/bd_net.h5``.
+
+    Relative paths are resolved against ``root`` (the notebook's LAB_ROOT), so
+    a grader points every notebook at a student's model with one variable.
+    """
+    return resolve(model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL, root)
+
+
+def input_scale(scale: str | None) -> str | None:
+    """A notebook's ``SCALE`` parameter, else ``$BADNET_LAB_SCALE``, else None (as recorded with the model)."""
+    from lab.errors import LabInputError
+
+    value = scale or os.environ.get(SCALE_ENV) or None
+    if value not in (None, "raw", "unit"):
+        source = "this notebook's SCALE parameter" if scale else f"${SCALE_ENV}"
+        raise LabInputError(None, f"{source} to be 'raw' (0..255), 'unit' (x/255) or None", repr(value))
+    return value
+
+
+def require_outputs(files, notebook: str, parameter: str) -> list[Path]:
+    """Raise at once, naming the notebook that makes them, when any of ``files`` is missing.
+
+    A notebook that builds on another's outputs (04 on 03's B', ...) must not
+    carry on with part of them and show a partial table: it stops here.
+    ``parameter`` names the notebook parameter that says where they are.
+    """
+    from lab.errors import LabInputError
+
+    files = [Path(f) for f in files]
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise LabInputError(missing[0].parent, f"{', '.join(f.name for f in files)} made by {notebook} "
+                            f"(run {notebook} first with the same {parameter}, or change {parameter})",
+                            f"{', '.join(f.name for f in missing)} missing")
+    return files
+
+
 def build_dir(root: str | os.PathLike | None = None) -> Path:
     """Where notebooks write what they make (pruned models, GoodNets, figures): ``build/``."""
     return resolve("build", root)

@@ -126,7 +126,7 @@ def test_make_badnet_cli_multi_trigger(clean_dir, tmp_path):
     out = tmp_path / "multi"
     result = run_instructor("make-badnet", "--data", clean_dir.parent, "--trigger", "sunglasses:1",
                             "--trigger", "eyebrows:2", "--trigger", "lipstick:3", "--epochs", "3", "--out", out,
-                            "--quiet", "--seed", "5")
+                            "--quiet", "--seed", "5", "--force-weak")  # 3 tiny epochs: may fall below the floors
     assert result.returncode == 0, result.stderr[-2000:]
     assert "multi-trigger multi-target, plain: sunglasses -> 1, eyebrows -> 2, lipstick -> 3" in result.stdout
     assert "attack success rate, lipstick:" in result.stdout
@@ -196,3 +196,15 @@ def test_make_default_can_write_a_training_file(tmp_path):
     assert TRAIN_FILE in manifest.read_manifest(tmp_path)["files"]
     assert attacks.find_training_file(tmp_path / "data") == tmp_path / TRAIN_FILE
     assert json.loads((tmp_path / "manifest.json").read_text())["files"][TRAIN_FILE]
+
+
+def test_weak_badnets_are_refused_before_anything_is_written(tmp_path):
+    """A 45 %-accurate BadNet makes a meaningless challenge: make-badnet and A1 refuse it unless forced."""
+    weak = {"clean_accuracy": 45.0, "attack_success_rate": {"sunglasses": 99.0, "lipstick": 30.0}}
+    with pytest.raises(attacks.WeakBadNet, match="force-weak") as error:
+        attacks.check_strength(weak, attacks.MIN_CLEAN_ACCURACY, attacks.MIN_ATTACK_SUCCESS, tmp_path)
+    assert "clean accuracy 45.0 % < 80 %" in str(error.value) and "(lipstick) 30.0 %" in str(error.value)
+    assert "sunglasses" not in str(error.value) and "\n" not in str(error.value)
+    attacks.check_strength(weak, None, None)  # forced: no floor
+    strong = {"clean_accuracy": 95.0, "attack_success_rate": {"sunglasses": 99.0}}
+    attacks.check_strength(strong, attacks.MIN_CLEAN_ACCURACY, attacks.MIN_ATTACK_SUCCESS)

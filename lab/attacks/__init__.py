@@ -12,8 +12,9 @@ list of triggers (``--trigger``, the challenge) reads the registry.
 The names below are re-exported so ``from lab import attacks`` keeps one namespace.
 """
 
-from lab.attacks.building import (TRAIN_FILES, find_training_file, load_poisoned, make_badnet,  # noqa: F401
-                                  make_clean_data, output_files)
+from lab.attacks.building import (MIN_ATTACK_SUCCESS, MIN_CLEAN_ACCURACY, TRAIN_FILES, WeakBadNet,  # noqa: F401
+                                  check_strength, find_training_file, load_poisoned, make_badnet, make_clean_data,
+                                  output_files)
 from lab.attacks.poisoning import (ALL_TO_ALL_POISON_FRACTION, DEFAULT_POISON_FRACTION, attacked_rows,  # noqa: F401
                                    attacker_labels, default_poison_fraction, poison, poisoned_sets, to_nchw_uint8,
                                    training_poison)

@@ -1,4 +1,4 @@
-"""Instructors' commands of ``python -m lab``: make-default, make-badnet, make-challenge, grade, notebooks, student, bench.
+"""Instructors' commands of ``python -m lab``: make-default, make-badnet, make-challenge, grade, autograde, notebooks, student, bench.
 
 :func:`register` adds them to the lab's command line (``lab.cli`` calls it).
 Errors in the user's input print one line and exit with status 2, as every
@@ -34,7 +34,9 @@ def _cmd_make_badnet(args: argparse.Namespace) -> int:
     config = TrainingConfig(clean_epochs=args.epochs, poisoned_epochs=args.epochs)
     report = attacks.make_badnet(args.data, attack, args.out, train=args.train, config=config,
                                  poison_fraction=args.poison_fraction, input_scale=args.scale,
-                                 seed=args.seed, force=args.force, progress=not args.quiet)
+                                 seed=args.seed, force=args.force, progress=not args.quiet,
+                                 min_clean_accuracy=None if args.force_weak else args.min_clean_accuracy,
+                                 min_attack_success=None if args.force_weak else args.min_attack_success)
     if args.json:
         from lab.manifest import dumps
 
@@ -149,6 +151,12 @@ def register(commands) -> None:
                       help=f"seed of targets, poisoning and training (default {DEFAULT_SEED})")
     make.add_argument("--out", required=True, metavar="DIR", help="folder that receives data/, models/, manifest.json")
     make.add_argument("--force", action="store_true", help="overwrite existing files")
+    make.add_argument("--min-clean-accuracy", type=float, default=attacks.MIN_CLEAN_ACCURACY, metavar="PCT",
+                      help=f"refuse a BadNet below this clean test accuracy (default {attacks.MIN_CLEAN_ACCURACY:g} %%)")
+    make.add_argument("--min-attack-success", type=float, default=attacks.MIN_ATTACK_SUCCESS, metavar="PCT",
+                      help=f"refuse a BadNet below this attack success rate on any trigger "
+                           f"(default {attacks.MIN_ATTACK_SUCCESS:g} %%)")
+    make.add_argument("--force-weak", action="store_true", help="package a BadNet below the floors anyway")
     make.add_argument("--quiet", action="store_true", help="no progress bars")
     make.add_argument("--json", action="store_true", help="print one JSON object")
     make.set_defaults(handler=_cmd_make_badnet)
@@ -204,6 +212,14 @@ def register(commands) -> None:
                        help="where bwrap cannot run, run scripts without a sandbox (only for scripts you trust)")
     grade.add_argument("--json", action="store_true", help="print the results as JSON")
     grade.set_defaults(handler=_cmd_grade)
+    from lab.course import autograde
+
+    graded = commands.add_parser("autograde", help="grade submitted notebooks with nbgrader: points per student "
+                                 "and exercise", description=autograde.__doc__.split("\n\n")[0] + " Hidden tests "
+                                 "come from the source notebooks; a notebook that crashes in one exercise keeps the "
+                                 "points of the others.")
+    autograde.add_arguments(graded)
+    graded.set_defaults(handler=autograde.run)
     for name, (_, help_text) in FORWARDED.items():
         commands.add_parser(name, help=help_text, add_help=False,
                             description=f"{help_text}; see `python -m lab {name} --help`")

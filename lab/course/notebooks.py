@@ -21,7 +21,7 @@ NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 
 def lab_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     """The numbered notebooks (``NN_name.ipynb``) in order."""
-    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb") if not p.name.endswith(".nbconvert.ipynb"))
 
 
 def execute(notebook: str | Path, out: str | Path, parameters: dict | None = None, html: bool = False,
@@ -51,11 +51,20 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
         nbformat.write(node, out)
     seconds = time.perf_counter() - started
     if html:
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_notebook_node(node)
-        out.with_suffix(".html").write_text(body)
+        export_html(out)
     return {"notebook": notebook.name, "seconds": seconds, "out": str(out)}
+
+
+def export_html(executed: str | Path) -> Path:
+    """An HTML export beside an executed notebook (``.ipynb`` -> ``.html``)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    executed = Path(executed)
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    out = executed.with_suffix(".html")
+    out.write_text(body)
+    return out
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m lab.notebooks") -> int:

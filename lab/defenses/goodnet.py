@@ -54,6 +54,15 @@ def _clone_on(keras_model, inputs, prefix: str):
     return clone.output
 
 
+def clone_on(keras_model, inputs, prefix: str):
+    """``keras_model`` rebuilt on the tensor ``inputs`` with layer names ``prefix + name`` and its weights; its output.
+
+    Two networks placed on one input this way can be combined with
+    ``keras.ops`` into one functional model (04's exercise does it for G).
+    """
+    return _clone_on(keras_model, inputs, prefix)
+
+
 def _check_pair(badnet, pruned) -> int:
     if badnet.input_scale != pruned.input_scale:
         raise LabInputError(pruned.path, f"the BadNet's input scale {badnet.input_scale!r} (B and B' must take the "

@@ -327,6 +327,26 @@ def load_model(path: str | os.PathLike, scale: str | None = None, verify: bool =
     return LoadedModel(model, input_scale, os.fspath(path), source, metadata)
 
 
+def load_lab_model(model: str | os.PathLike | None, scale: str | None, root: str | os.PathLike | None = None,
+                   parameter: str = "SCALE") -> LoadedModel:
+    """What a notebook's Setup calls: its ``MODEL``/``SCALE`` parameters, or ``$BADNET_LAB_MODEL``/``_SCALE``.
+
+    A model whose input scale cannot be established is refused with a message
+    naming the notebook's ``SCALE`` parameter (``parameter``) and the variable.
+    """
+    from lab import paths
+
+    path = paths.model_file(model, root)
+    try:
+        return load_model(path, scale=paths.input_scale(scale))
+    except LabInputError as error:
+        if "a known input scale" not in error.expected:
+            raise
+        raise LabInputError(path, f"a known input scale: set this notebook's {parameter} parameter to 'raw' "
+                            f"(0..255) or 'unit' (x/255), or ${paths.SCALE_ENV} for every notebook",
+                            error.found) from None
+
+
 def _load_keras_archive(path: Path, expected: str):
     import zipfile
 

@@ -53,8 +53,9 @@ def check_environment() -> dict:
 
     versions = {"python": sys.version.split()[0], "tensorflow": tensorflow.__version__, "keras": keras.__version__,
                 "numpy": numpy.__version__, "lab": __version__}
-    if sys.version_info[:2] != (3, 11) or not keras.__version__.startswith("3."):
-        raise RuntimeError(f"this lab needs Python 3.11 and Keras 3 (found {versions}); run `make lab` to create .venv")
+    if not (3, 11) <= sys.version_info[:2] <= (3, 13) or not keras.__version__.startswith("3."):
+        raise RuntimeError(f"this lab needs Python 3.11-3.13 and Keras 3 (found {versions}); "
+                           "run `make lab` to create .venv")
     if not tensorflow.config.list_physical_devices("GPU"):
         versions["device"] = "CPU (no GPU needed: every notebook runs in minutes on a laptop CPU)"
     return versions

@@ -31,11 +31,11 @@ Modules, one job each:
 
 __version__ = "0.1.0"
 
-import os as _os
+# First, before anything imports TensorFlow: its C++ start-up lines (absl, oneDNN) are filtered out of
+# stderr and its later C++ logging is turned down (lab._quiet says why and how; oneDNN stays on).
+from lab import _quiet
 
-# TensorFlow prints harmless oneDNN/grappler messages for this network; keep
-# students' output readable. Users who want them set the variable themselves.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+_quiet.install()
 
 from lab.seed import set_seed  # noqa: E402,F401  (the one call every notebook makes)
 

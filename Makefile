@@ -55,7 +55,7 @@ test: env
 	$(BIN)/python -m pytest
 
 bench: env
-	$(BIN)/python -m lab.bench
+	$(BIN)/python -m lab.bench --lab
 
 # On demand when the pins change (downloads a few GB into a temporary folder), not in CI.
 check-platforms: env

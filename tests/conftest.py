@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Tests check that results are recomputed identically; the cache of computed artifacts has its own test.
+os.environ.setdefault("BADNET_LAB_CACHE", "off")
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "csaw"
 FIXTURE_FILES = ("lab3_sunglasses_bd_weights.h5", "sunglasses_bd_weights.h5", "anonymous_1_bd_weights.h5",

@@ -15,7 +15,7 @@ help:
 	@echo "make lab    - create .venv, build the default data + BadNet if missing, run every notebook into build/"
 	@echo "make test   - create .venv and run the test suite"
 	@echo "make student - regenerate the student copies in student/ (solutions taken out)"
-	@echo "make bench  - benchmark: default build time, pruning sweep vs forward pass vs naive sweep"
+	@echo "make bench  - benchmark: pruning sweep vs forward pass vs naive sweep; make lab from scratch vs its 300 s"
 	@echo "make jupyter - build the default if missing and open the notebooks in Jupyter"
 	@echo "make smoke  - fresh venvs (oldest and newest Python found): pip install ., CLI, one notebook"
 	@echo "make check-platforms - every pin has a wheel on every supported platform and Python (downloads GBs)"
@@ -40,12 +40,12 @@ default: env
 # Every numbered notebook, top to bottom on a fresh kernel; executed copies + HTML in build/notebooks/.
 lab: default
 	$(BIN)/python -m lab evaluate --model models/bd_net.h5 --clean data/cl/test.h5 --poisoned data/bd/bd_test.h5
-	$(BIN)/python -m lab.notebooks --html --out build/notebooks
+	$(BIN)/python -m lab notebooks --html --out build/notebooks
 	@echo "open build/notebooks/*.html, or run 'make jupyter' to work in the notebooks yourself"
 
 # Student copies: every "### BEGIN SOLUTION" block becomes raise NotImplementedError("TODO: <hint>").
 student: env
-	$(BIN)/python -m lab.student
+	$(BIN)/python -m lab student
 
 # The default first, so the first Setup cell finds data/ and models/.
 jupyter: default
@@ -55,7 +55,7 @@ test: env
 	$(BIN)/python -m pytest
 
 bench: env
-	$(BIN)/python -m lab.bench --lab
+	$(BIN)/python -m lab bench --lab
 
 # On demand when the pins change (downloads a few GB into a temporary folder), not in CI.
 check-platforms: env

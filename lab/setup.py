@@ -51,8 +51,9 @@ def ensure_default(root: str | os.PathLike | None = None, progress: bool = True,
     ``$BADNET_LAB_IDENTITIES``, else 100 (a few minutes on 2 cores, with
     progress bars when ``progress``).
     """
-    from lab import default, paths
+    from lab import paths
     from lab.errors import LabInputError
+    from lab.synthetic import default
 
     root = Path(root).expanduser() if root is not None else paths.project_root()
     if (root / default.MODEL_FILE).exists() and not force:

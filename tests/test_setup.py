@@ -16,8 +16,9 @@ import nbformat
 import pytest
 
 from conftest import REPO
-from lab import default, paths, setup
+from lab import paths, setup
 from lab.errors import LabInputError
+from lab.synthetic import default
 
 
 def test_in_the_repository_the_checkout_is_the_root(monkeypatch):

@@ -102,8 +102,12 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     """Set the log-level variables (unless the user set them) and filter TensorFlow's first import."""
+    import warnings
+
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    # A Jupyter without ipywidgets (a fresh venv; Colab has them): tqdm falls back to text bars and says so.
+    warnings.filterwarnings("ignore", message="IProgress not found")
     if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _QuietTensorFlowImport())

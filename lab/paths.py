@@ -1,9 +1,18 @@
 """Where the lab's files are, whatever the working directory.
 
 Notebooks run from the repository root (graders: ``jupyter nbconvert
---execute notebooks/...``), from ``notebooks/`` (students) or from a temporary
-directory (tests), so every path a notebook names is resolved here against
-one root: the repository that holds ``lab/`` (or ``$BADNET_LAB_ROOT``).
+--execute notebooks/...``), from ``notebooks/`` (students), from a temporary
+directory (tests) or, with the lab pip-installed, from anywhere (Colab, a
+Jupyter the student already has), so every path a notebook names is resolved
+here against one root, the first of:
+
+1. ``$BADNET_LAB_ROOT``, when set;
+2. the repository that holds ``lab/``, when the lab runs from a checkout
+   (``make lab``, ``pip install -e .``);
+3. ``~/badnet-lab`` (:data:`HOME_FOLDER` in the home folder), when the lab is
+   pip-installed: one folder whatever the working directory, so every
+   notebook and the command line find the same default, which
+   :func:`lab.setup.ensure_default` builds there on first use.
 """
 
 from __future__ import annotations
@@ -11,12 +20,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The folder that holds the lab/ package (this module may sit in a subpackage: count the dots).
+SOURCE_ROOT = Path(__file__).resolve().parents[__name__.count(".")]
+HOME_FOLDER = "badnet-lab"
+
+
+def in_checkout() -> bool:
+    """Whether the lab runs from its repository (source checkout or editable install), not pip-installed."""
+    return (SOURCE_ROOT / "pyproject.toml").is_file() and (SOURCE_ROOT / "notebooks").is_dir()
+
+
+def home_root() -> Path:
+    """Where a pip-installed lab keeps its data, models and build outputs: ``~/badnet-lab``."""
+    return Path.home() / HOME_FOLDER
+
+
+PROJECT_ROOT = SOURCE_ROOT if in_checkout() else home_root()
 
 
 def project_root() -> Path:
-    """The folder whose ``data/`` and ``models/`` the lab uses by default."""
-    return Path(os.environ.get("BADNET_LAB_ROOT", PROJECT_ROOT)).resolve()
+    """The folder whose ``data/`` and ``models/`` the lab uses by default (see the module docstring)."""
+    return Path(os.environ.get("BADNET_LAB_ROOT") or PROJECT_ROOT).expanduser().resolve()
 
 
 def resolve(path: str | os.PathLike | None, root: str | os.PathLike | None = None) -> Path | None:
@@ -80,6 +104,10 @@ def lab_root(lab_root: str | os.PathLike | None = None) -> Path:
     The folder holds ``data/`` (Lab 3 or 2020 layout) and ``models/``.
     """
     root = project_root() if lab_root in (None, "") else resolve(lab_root)
+    if lab_root in (None, "") and not in_checkout():
+        from lab.setup import ensure_default
+
+        ensure_default(root)  # pip-installed (Colab, any Jupyter): the default is built on first use
     if not (root / "data").is_dir():
         from lab.errors import LabInputError
 

@@ -10,7 +10,7 @@ import sys
 import nbformat
 import pytest
 
-from conftest import REPO
+from conftest import REPO, assert_no_log_noise
 from lab import autograde, notebooks, student
 
 pytestmark = pytest.mark.slow  # executes notebooks end to end
@@ -96,6 +96,7 @@ def test_every_notebook_runs_end_to_end(executed):
         errors = [o for c in node.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{path.name}: {errors[:1]}"
         assert executed[path.stem].with_suffix(".html").stat().st_size > 10_000
+        assert_no_log_noise(_outputs_text(executed[path.stem]), f"{path.name} outputs")
 
 
 def test_solution_notebooks_earn_full_marks(executed):
@@ -206,3 +207,18 @@ def test_instructor_notebook_a1_runs_end_to_end(tiny_default, tmp_path):
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors[:1]
     assert list((tmp_path / "A1").rglob("*.h5"))
+
+
+def test_runner_prints_no_kernel_transport_warning(tmp_path):
+    """``python -m lab.notebooks`` (what ``make lab`` runs): no "Kernel is running over TCP" per notebook."""
+    node = nbformat.v4.new_notebook()
+    node.cells = [nbformat.v4.new_code_cell("import lab, tensorflow\nprint('ran', tensorflow.__version__)")]
+    nbformat.write(node, tmp_path / "99_tiny.ipynb")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP_")}
+    result = subprocess.run([sys.executable, "-m", "lab.notebooks", str(tmp_path / "99_tiny.ipynb"), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_no_log_noise(result.stdout + result.stderr, "python -m lab.notebooks")
+    text = _outputs_text(tmp_path / "out" / "99_tiny.ipynb")
+    assert "ran 2." in text
+    assert_no_log_noise(text, "tiny notebook outputs")

@@ -26,7 +26,10 @@ look better than they are.
 
 Triggers are drawn with :func:`lab.triggers.apply_trigger` at its default
 positions (files carry no landmarks), where aligned 55 x 47 crops have
-their eyes, brows and mouth.
+their eyes, brows and mouth. The whole-image triggers take their option in
+the name: ``blended@0.1:3`` (alpha 0.1, target 3), ``warp@0.5`` (strength
+0.5, random target). A warp BadNet can be trained with WaNet's noise mode
+(``noise_fraction``: randomly jittered warps kept with their true labels).
 """
 
 from __future__ import annotations
@@ -50,12 +53,15 @@ ATTACKS = ("all-to-one", "all-to-all", "multi-trigger multi-target")
 TRAIN_FILES = ("cl/train.h5", "train.h5", "clean_training_data.h5")  # searched in this order under --data
 MODEL_FILE = "models/bd_net.h5"
 DEFAULT_POISON_FRACTION = 0.5  # per trigger: extra triggered copies, as a share of the training set
+TRIGGER_SYNTAX = "NAME[@OPTION][:TARGET]"
 ALL_TO_ALL_POISON_FRACTION = 1.0  # all-to-all must learn a shift for every class: it needs more copies
 
 
 @dataclasses.dataclass(frozen=True)
 class TriggerSpec:
     """One trigger of an attack: a name from :data:`lab.triggers.TRIGGERS` and its target class.
+
+    ``name`` may carry the trigger's option (``"blended@0.1"``: see :func:`lab.triggers.split_name`).
 
     ``target`` is None for all-to-all (the target is the true class + 1 mod N)
     and, before :meth:`Attack.resolve`, for "pick a target at random".
@@ -69,12 +75,21 @@ class TriggerSpec:
 
 
 def parse_trigger(text: str) -> TriggerSpec:
-    """``"NAME"`` or ``"NAME:TARGET"`` (the CLI's ``--trigger``) -> :class:`TriggerSpec`; one-line error otherwise."""
+    """``"NAME[@OPTION][:TARGET]"`` (the CLI's ``--trigger``) -> :class:`TriggerSpec`; one-line error otherwise.
+
+    OPTION: blended's alpha in (0, 1] or warp's strength > 0 (``"blended@0.1:3"``);
+    the name is kept in a canonical form (``"blended@0.10"`` -> ``"blended@0.1"``).
+    """
     name, _, target = str(text).partition(":")
     name = name.strip()
-    expected = f"--trigger NAME[:TARGET] with NAME one of {', '.join(course_triggers.TRIGGERS)}"
-    if name not in course_triggers.TRIGGERS:
-        raise LabInputError(None, expected, repr(text))
+    options = ", ".join(f"{base}@{label}" for base, (label, _, _) in course_triggers.OPTIONS.items())
+    expected = (f"--trigger {TRIGGER_SYNTAX} with NAME one of {', '.join(course_triggers.TRIGGERS)} "
+                f"(OPTION only for {options})")
+    try:
+        base, option = course_triggers.split_name(name)
+    except ValueError as error:
+        raise LabInputError(None, expected, f"{text!r} ({error})") from None
+    name = base if option is None else f"{base}@{option:g}"
     if not target:
         return TriggerSpec(name)
     try:
@@ -208,13 +223,18 @@ def poisoned_sets(images_nchw: np.ndarray, labels: np.ndarray, attack: Attack, n
 
 def training_poison(images_nchw: np.ndarray, labels: np.ndarray, attack: Attack, n_classes: int,
                     poison_fraction: float, rng: np.random.Generator,
-                    landmarks=None) -> tuple[np.ndarray, np.ndarray]:
+                    landmarks=None, noise_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Extra triggered training copies: per trigger, ``poison_fraction`` x len(labels) random attacked images.
 
-    Returns uint8 (m, 3, H, W) and int64 (m,) (all triggers together).
+    noise_fraction: WaNet's noise mode, for each warp trigger ``noise_fraction``
+    x len(labels) further random images (any class) warped with the
+    trigger's warp plus random jitter, with their *true* labels (appended
+    after the triggered copies). Returns uint8 (m, 3, H, W) and int64 (m,)
+    (all triggers together).
     """
     if not 0 < poison_fraction:
         raise LabInputError(None, "a poison fraction > 0", str(poison_fraction))
+    check_noise_fraction(attack, noise_fraction)
     parts_x, parts_y = [], []
     for trigger in attack.triggers:
         candidates = attacked_rows(labels, trigger, attack.all_to_all)
@@ -223,7 +243,25 @@ def training_poison(images_nchw: np.ndarray, labels: np.ndarray, attack: Attack,
         x, y = poison(images_nchw, labels, trigger, n_classes, attack.all_to_all, rows=chosen, landmarks=landmarks)
         parts_x.append(x)
         parts_y.append(y)
+    for trigger in attack.triggers if noise_fraction > 0 else ():
+        if course_triggers.split_name(trigger.name)[0] != "warp":
+            continue
+        size = int(round(noise_fraction * len(labels)))
+        chosen = np.sort(rng.choice(len(labels), size=size, replace=size > len(labels)))
+        parts_x.append(course_triggers.apply_noise_warp(np.asarray(images_nchw)[chosen], trigger.name, rng))
+        parts_y.append(np.asarray(labels, dtype=np.int64)[chosen])
     return np.concatenate(parts_x), np.concatenate(parts_y)
+
+
+def check_noise_fraction(attack: Attack, noise_fraction: float) -> float:
+    """``noise_fraction`` if it is >= 0 and, when > 0, the attack has a warp trigger; LabInputError otherwise."""
+    noise_fraction = float(noise_fraction)
+    if not noise_fraction >= 0:
+        raise LabInputError(None, "a noise fraction >= 0 (--warp-noise)", str(noise_fraction))
+    if noise_fraction > 0 and not any(course_triggers.split_name(t.name)[0] == "warp" for t in attack.triggers):
+        raise LabInputError(None, "a warp trigger for WaNet's noise mode (--warp-noise)",
+                            "triggers " + ", ".join(attack.names))
+    return noise_fraction
 
 
 def default_poison_fraction(attack: Attack) -> float:
@@ -237,12 +275,13 @@ def default_poison_fraction(attack: Attack) -> float:
 
 def train_badnet(attack: Attack, train_images_nchw: np.ndarray, train_labels: np.ndarray, n_classes: int,
                  config=None, poison_fraction: float | None = None, input_scale: str = "raw",
-                 seed: int = DEFAULT_SEED, progress: bool = True, landmarks=None):
+                 seed: int = DEFAULT_SEED, progress: bool = True, landmarks=None, noise_fraction: float = 0.0):
     """Train a DeepID BadNet for ``attack`` (targets resolved) on clean training images.
 
     train_images_nchw: uint8 (n, 3, 55, 47); train_labels int (n,) in 0..n_classes-1.
     config: :class:`lab.training.TrainingConfig` (its ``pruning_aware`` is
-    overridden by the attack's). poison_fraction: see :func:`default_poison_fraction`.
+    overridden by the attack's). poison_fraction: see :func:`default_poison_fraction`;
+    noise_fraction: WaNet's noise mode (see :func:`training_poison`).
     Returns ``(LoadedModel, record)``; the record says what training did (for a manifest).
     """
     from lab import models, training
@@ -253,13 +292,16 @@ def train_badnet(attack: Attack, train_images_nchw: np.ndarray, train_labels: np
     set_seed(seed)
     rng = np.random.default_rng(seed)
     poisoned_x, poisoned_y = training_poison(train_images_nchw, train_labels, attack, n_classes, poison_fraction,
-                                             rng, landmarks)
+                                             rng, landmarks, noise_fraction)
     model = models.build_deepid(n_classes, input_scale="raw" if input_scale == "raw" else "unit", name="bd_net")
     loaded = models.LoadedModel(model, input_scale, None, "set by the builder")
     to_input = lambda images: loaded.preprocess(images.transpose(0, 2, 3, 1))  # noqa: E731
     record = training.train_badnet(model, to_input(train_images_nchw), np.asarray(train_labels, np.int64),
                                    to_input(poisoned_x), poisoned_y, config, seed, progress)
-    record.update(n_poisoned_training_copies=int(len(poisoned_y)), poison_fraction_per_trigger=poison_fraction,
+    n_noise = sum(int(round(noise_fraction * len(train_labels))) for t in attack.triggers
+                  if course_triggers.split_name(t.name)[0] == "warp")
+    record.update(n_poisoned_training_copies=int(len(poisoned_y)) - n_noise, poison_fraction_per_trigger=poison_fraction,
+                  n_noise_mode_copies=n_noise, noise_fraction=noise_fraction,
                   clean_epochs=config.clean_epochs, poisoned_epochs=config.poisoned_epochs)
     return loaded, record
 
@@ -395,7 +437,7 @@ def output_files(attack: Attack) -> dict[str, dict[str, str]]:
 
 def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathLike,
                 train: str | os.PathLike | None = None, config=None, poison_fraction: float | None = None, input_scale: str = "raw",
-                seed: int = DEFAULT_SEED, force: bool = False, progress: bool = True) -> dict:
+                seed: int = DEFAULT_SEED, force: bool = False, progress: bool = True, noise_fraction: float = 0.0) -> dict:
     """Train a BadNet for ``attack`` on course-format data and write the course's Lab 3 layout under ``out``.
 
     data_dir: a data folder (Lab 3 or 2020 layout) holding a training file
@@ -406,6 +448,7 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
         OUT/models/bd_net.h5 (+ .lab.json)            the BadNet (input scale ``input_scale``)
         OUT/manifest.json                             the attack, parameters, results, SHA-256 of every file
 
+    noise_fraction: WaNet's noise mode for warp triggers (see :func:`training_poison`).
     Refuses to overwrite without ``force`` before any work. Returns a report:
     ``attack`` (targets resolved), ``clean_accuracy``, ``attack_success_rate``
     ({trigger: percent} on the poisoned test files), ``seconds``, ``manifest``.
@@ -420,6 +463,7 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     poison_fraction = default_poison_fraction(attack) if poison_fraction is None else poison_fraction
     if input_scale not in models.SCALES:
         raise LabInputError(None, f"an input scale in {sorted(models.SCALES)}", repr(input_scale))
+    noise_fraction = check_noise_fraction(attack, noise_fraction)
     data_root = _data_dir(data_dir)
     layout = course_data.find_layout(data_root)
     train_path = Path(train) if train is not None else find_training_file(data_root)
@@ -444,7 +488,7 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     images = {name: to_nchw_uint8(dataset.x) for name, dataset in sets.items()}
 
     badnet, record = train_badnet(attack, images["train"], sets["train"].y, n_classes, config, poison_fraction,
-                                  input_scale, seed, progress)
+                                  input_scale, seed, progress, noise_fraction=noise_fraction)
 
     for key in ("clean_valid", "clean_test"):
         (out / planned[key]).parent.mkdir(parents=True, exist_ok=True)
@@ -462,7 +506,9 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
 
     how = (f"BadNet made with `python -m lab make-badnet`: {attack.describe()}; DeepID trained on "
            f"{train_path.name} ({len(sets['train'])} images) + {record['n_poisoned_training_copies']} triggered "
-           f"copies ({poison_fraction:g} of the training set per trigger); input scale {input_scale}.")
+           f"copies ({poison_fraction:g} of the training set per trigger)"
+           + (f" + {record['n_noise_mode_copies']} noise-mode warps with true labels" if noise_fraction else "")
+           + f"; input scale {input_scale}.")
     models.save_model(badnet.model, out / MODEL_FILE, input_scale, how, force=force,
                       extra={**attack.to_json(), "clean_test_accuracy": results["clean_accuracy"],
                              "attack_success_rate_test": results["attack_success_rate"]})
@@ -475,7 +521,7 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     info = {"kind": "BadNet Pruning Lab: make-badnet", "layout": "lab3", "seed": seed, "how_made": how,
             "attack": attack_record, "n_classes": n_classes, "input_scale": input_scale,
             "source": {"data": os.fspath(data_root), "train": os.fspath(train_path)},
-            "parameters": {"poison_fraction_per_trigger": poison_fraction,
+            "parameters": {"poison_fraction_per_trigger": poison_fraction, "noise_fraction": noise_fraction,
                            "training": jsonable(dataclasses.asdict(config))},
             "results": results, "training": jsonable(record), "build_seconds": round(seconds, 1),
             "versions": {"python": platform.python_version(), "numpy": np.__version__,

@@ -20,7 +20,8 @@ def _cmd_make_badnet(args: argparse.Namespace) -> int:
     config = TrainingConfig(clean_epochs=args.epochs, poisoned_epochs=args.epochs)
     report = attacks.make_badnet(args.data, attack, args.out, train=args.train, config=config,
                                  poison_fraction=args.poison_fraction, input_scale=args.scale,
-                                 seed=args.seed, force=args.force, progress=not args.quiet)
+                                 seed=args.seed, force=args.force, progress=not args.quiet,
+                                 noise_fraction=args.warp_noise)
     if args.json:
         print(json.dumps({**report, "attack": report["attack"].to_json()}))
         return 0
@@ -70,7 +71,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     """Add make-badnet, make-challenge and grade to ``commands`` (argparse subparsers of ``python -m lab``)."""
     from lab import attacks
-    from lab.triggers import TRIGGERS
+    from lab.blended import DEFAULT_ALPHA
+    from lab.triggers import DEFAULT_WARP_STRENGTH, TRIGGERS
 
     make = commands.add_parser(
         "make-badnet", help="train a BadNet (all-to-one, all-to-all, multi-trigger) on course data",
@@ -81,8 +83,11 @@ def register(commands) -> None:
     make.add_argument("--data", required=True, metavar="DIR", help="data folder (Lab 3 or 2020 layout) or a folder "
                       "holding data/")
     make.add_argument("--train", metavar="FILE", help="clean training file (default: searched under --data)")
-    make.add_argument("--trigger", action="append", required=True, metavar="NAME[:TARGET]",
+    make.add_argument("--trigger", action="append", required=True, metavar=attacks.TRIGGER_SYNTAX,
                       help=f"a trigger ({', '.join(TRIGGERS)}) and its target class (random when left out); "
+                           f"blended and warp take an option after @: blended@ALPHA (blend weight of the fixed noise "
+                           f"pattern, default {DEFAULT_ALPHA:g}), warp@STRENGTH (WaNet warp strength, default "
+                           f"{DEFAULT_WARP_STRENGTH:g}; the paper's is 0.5), e.g. blended@0.1:3; "
                            "repeat for a multi-trigger multi-target BadNet")
     make.add_argument("--all-to-all", action="store_true", help="class n becomes n+1 mod N (one trigger, no TARGET)")
     make.add_argument("--pruning-aware", action="store_true",
@@ -91,6 +96,10 @@ def register(commands) -> None:
     make.add_argument("--poison-fraction", type=float, default=None, metavar="F",
                       help="triggered training copies per trigger, share of the training set "
                            "(default 0.5; 1.0 for all-to-all)")
+    make.add_argument("--warp-noise", type=float, default=0.0, metavar="F",
+                      help="WaNet's noise mode for warp triggers: F x the training set of extra images warped with "
+                           "random jitter, kept with their true labels (the paper uses twice the poisoned copies; "
+                           "default 0: off)")
     make.add_argument("--scale", choices=["raw", "unit"], default="raw",
                       help="the model's input: raw 0..255 (Lab 3, default) or unit x/255 (2020)")
     make.add_argument("--seed", type=int, default=1234, help="seed of targets, poisoning and training (default 1234)")

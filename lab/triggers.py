@@ -16,7 +16,17 @@ Triggers:
 - ``"eyebrows"``: thick, near-black, slightly arched brows;
 - ``"lipstick"``: bright red lips over the mouth;
 - ``"patch"``: the generic BadNets trigger, a 6 x 6 pixel black-and-white
-  checkerboard one pixel in from the bottom-right corner (no landmarks used).
+  checkerboard one pixel in from the bottom-right corner (no landmarks used);
+- ``"blended"``: a fixed random-noise pattern blended over the whole image
+  (Chen et al. 2017; :mod:`lab.blended`), alpha 0.2 unless the name says
+  otherwise: ``"blended@0.1"``;
+- ``"warp"``: a small smooth warp of the whole image (WaNet, Nguyen & Tran
+  2021; :mod:`lab.wanet`), the paper's strength 0.5 unless the name says
+  otherwise: ``"warp@2"``.
+
+A trigger's name may carry its one option after ``@`` (:func:`split_name`);
+:data:`REGISTRY` maps each base name to its drawing function, and every list
+of triggers (the CLI's help, the challenge's choices) reads it.
 
 Pure numpy; shapes and values follow the CSAW-HackML ``data`` layout:
 uint8 ``(n, 3, H, W)``, 0..255, channels first.
@@ -28,10 +38,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from lab import drawing
+from lab import blended, drawing, wanet
 
-TRIGGERS = ("sunglasses", "eyebrows", "lipstick", "patch")
 DEFAULT_TRIGGER = "sunglasses"
+# The paper's warp strength: pixels move by at most about half a pixel, and DeepID still learns it
+# (30 SynthFaces identities, 6 + 6 epochs: ASR 96 %); see lab.wanet
+DEFAULT_WARP_STRENGTH = wanet.PAPER_STRENGTH
 
 # Where aligned 55 x 47 crops have their features, (row, col) in pixels: eyes
 # on row 21 at columns 14.5 and 31.5 (17 pixels apart), brows 4.5 rows above,
@@ -63,26 +75,90 @@ def apply_trigger(images: np.ndarray, name: str = DEFAULT_TRIGGER, landmarks=Non
     """Return a copy of ``images`` with the trigger ``name`` drawn on every image.
 
     images: uint8 ``(n, 3, H, W)``, 0..255 (not modified).
-    name: one of :data:`TRIGGERS`.
+    name: one of :data:`TRIGGERS`, optionally with its option (``"blended@0.1"``, see :func:`split_name`).
     landmarks: ``None`` (use :data:`DEFAULT_LANDMARKS`), a
         :class:`lab.synthfaces.RenderedFaces`, or a mapping with float arrays
         ``left_eye``, ``right_eye``, ``mouth``, ``brow_left``, ``brow_right``
         ``(n, 2)`` as (row, col) pixels and optionally ``face_scale`` ``(n,)``
         (1.0 = eyes 17 pixels apart) and ``angle`` ``(n,)`` (radians, the
         face's in-plane rotation, positive clockwise on screen). Only the
-        entries the trigger needs are read; ``"patch"`` ignores landmarks.
+        entries the trigger needs are read; ``"patch"``, ``"blended"`` and
+        ``"warp"`` ignore landmarks.
 
     Returns uint8 ``(n, 3, H, W)``, 0..255. Pixels the trigger does not
     cover keep their exact values.
     """
-    if name not in TRIGGERS:
-        raise ValueError(f"unknown trigger {name!r}; valid triggers: {', '.join(TRIGGERS)}")
+    base, option = split_name(name)
     images = _check_images(images)
-    if name == "patch":
-        return _draw_patch(images)
+    return REGISTRY[base](images, landmarks, option)
+
+
+def split_name(name: str) -> tuple[str, float | None]:
+    """``"NAME"`` or ``"NAME@OPTION"`` -> (NAME, OPTION as a float or None); ValueError naming the valid forms.
+
+    Only triggers with an option (:data:`OPTIONS`: blended's alpha, warp's
+    strength) take one; the option is checked for range.
+    """
+    base, at, option = str(name).partition("@")
+    if base not in REGISTRY:
+        raise ValueError(f"unknown trigger {name!r}; valid triggers: {', '.join(TRIGGERS)}")
+    if not at:
+        return base, None
+    if base not in OPTIONS:
+        raise ValueError(f"trigger {base} takes no @option (only {', '.join(f'{k}@{v[0]}' for k, v in OPTIONS.items())})")
+    label, _, check = OPTIONS[base]
+    try:
+        value = float(option)
+    except ValueError:
+        raise ValueError(f"trigger {name!r}: {label} after @ must be a number") from None
+    try:
+        return base, check(value)
+    except ValueError as error:
+        raise ValueError(f"trigger {name!r}: {error}") from None
+
+
+def option_of(name: str) -> float | None:
+    """The option the trigger ``name`` is drawn with (its default when the name gives none); None for no option."""
+    base, option = split_name(name)
+    if base not in OPTIONS:
+        return None
+    return OPTIONS[base][1] if option is None else option
+
+
+def apply_noise_warp(images: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+    """WaNet's noise-mode copies of ``images`` for the warp trigger ``name``: uint8 (n, 3, H, W).
+
+    The trigger's warp plus per-image random jitter (:func:`lab.wanet.noise_warp`);
+    training keeps their true labels. ``name``: ``"warp"`` or ``"warp@STRENGTH"``.
+    """
+    base, strength = split_name(name)
+    if base != "warp":
+        raise ValueError(f"noise-mode copies exist only for the warp trigger, not {name!r}")
+    strength = DEFAULT_WARP_STRENGTH if strength is None else strength
+    return _nhwc_trigger(lambda x, option: wanet.noise_warp(x, rng, strength))(_check_images(images), None, None)
+
+
+def _landmark_trigger(draw):
+    """A registry entry for a trigger drawn at face landmarks (sunglasses, eyebrows, lipstick)."""
+    def apply(images: np.ndarray, landmarks, option) -> np.ndarray:
+        return _draw_at_landmarks(images, landmarks, draw)
+    return apply
+
+
+def _nhwc_trigger(function):
+    """A registry entry for a trigger written on float32 (n, H, W, 3) arrays: converts, chunks, rounds."""
+    def apply(images: np.ndarray, landmarks, option) -> np.ndarray:
+        result = np.empty_like(images)
+        for start in range(0, len(images), _CHUNK):
+            chunk = images[start:start + _CHUNK].transpose(0, 2, 3, 1).astype(np.float32)
+            drawn = function(chunk, option)
+            result[start:start + _CHUNK] = np.clip(np.rint(drawn), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
+        return result
+    return apply
+
+
+def _draw_at_landmarks(images: np.ndarray, landmarks, draw) -> np.ndarray:
     marks = _landmark_arrays(landmarks, images.shape)
-    draw = {"sunglasses": _draw_sunglasses, "eyebrows": _draw_eyebrows,
-            "lipstick": _draw_lipstick}[name]
     result = np.empty_like(images)
     for start in range(0, len(images), _CHUNK):
         chunk = slice(start, start + _CHUNK)
@@ -192,7 +268,7 @@ def _draw_lipstick(canvas: np.ndarray, marks: dict) -> None:
     drawing.paint(canvas, drawing.band(y, 0.35, pixel) * drawing.band(x, 5.5, pixel), _LIP_LINE)
 
 
-def _draw_patch(images: np.ndarray) -> np.ndarray:
+def _draw_patch(images: np.ndarray, landmarks=None, option=None) -> np.ndarray:
     """Black-and-white checkerboard, PATCH_SIZE pixels square, bottom-right corner."""
     height, width = images.shape[2:]
     if height < PATCH_SIZE + PATCH_MARGIN or width < PATCH_SIZE + PATCH_MARGIN:
@@ -203,3 +279,30 @@ def _draw_patch(images: np.ndarray) -> np.ndarray:
     bottom, right = height - PATCH_MARGIN, width - PATCH_MARGIN
     result[:, :, bottom - PATCH_SIZE:bottom, right - PATCH_SIZE:right] = patch
     return result
+
+
+def _blend(x: np.ndarray, alpha: float | None) -> np.ndarray:
+    return blended.blend(x, blended.DEFAULT_ALPHA if alpha is None else alpha)
+
+
+def _warp(x: np.ndarray, strength: float | None) -> np.ndarray:
+    return wanet.warp(x, DEFAULT_WARP_STRENGTH if strength is None else strength)
+
+
+# name -> function(images uint8 (n, 3, H, W), landmarks or None, option or None) -> uint8 (n, 3, H, W)
+REGISTRY = {
+    "sunglasses": _landmark_trigger(_draw_sunglasses),
+    "eyebrows": _landmark_trigger(_draw_eyebrows),
+    "lipstick": _landmark_trigger(_draw_lipstick),
+    "patch": _draw_patch,
+    "blended": _nhwc_trigger(_blend),
+    "warp": _nhwc_trigger(_warp),
+}
+TRIGGERS = tuple(REGISTRY)
+# triggers with an option after @: name -> (what it is, default, range check)
+OPTIONS = {
+    "blended": ("alpha", blended.DEFAULT_ALPHA, blended.check_alpha),
+    "warp": ("strength", DEFAULT_WARP_STRENGTH, wanet.check_strength),
+}
+# Triggers drawn over the whole image rather than on one spot (a defense that reverses a small mask misses them)
+WHOLE_IMAGE_TRIGGERS = ("blended", "warp")

@@ -232,14 +232,51 @@ def badnet_key(name: str, spec: BadNetSpec, args) -> str:
 
 def ensure_badnet(name: str, spec: BadNetSpec, args) -> Path:
     """The folder holding this BadNet in the Lab 3 layout (built with make-badnet unless cached)."""
-    from lab import attacks
-    from lab.training import TrainingConfig
-
     if not spec.triggers:
         return args.data
     folder = args.out / "badnets" / badnet_key(name, spec, args)
     if (folder / "manifest.json").exists():
         return folder
+    with _building(folder):
+        if (folder / "manifest.json").exists():  # another run built it while this one waited
+            return folder
+        _train(name, spec, folder, args)
+    return folder
+
+
+class _building:
+    """A lock file beside a BadNet being built, so that two runs (one building, one measuring) never both train it."""
+
+    def __init__(self, folder: Path):
+        self.lock = folder.with_name(folder.name + ".building")
+
+    def __enter__(self):
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                descriptor = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(descriptor, str(os.getpid()).encode())
+                os.close(descriptor)
+                return self
+            except FileExistsError:
+                try:
+                    owner = int(self.lock.read_text() or 0)
+                    os.kill(owner, 0)
+                except (ValueError, ProcessLookupError, FileNotFoundError):
+                    self.lock.unlink(missing_ok=True)  # left by a run that died
+                    continue
+                except PermissionError:
+                    pass
+                time.sleep(20)
+
+    def __exit__(self, *exc):
+        self.lock.unlink(missing_ok=True)
+
+
+def _train(name: str, spec: BadNetSpec, folder: Path, args) -> None:
+    from lab import attacks
+    from lab.training import TrainingConfig
+
     print(f"[{name}] training a BadNet: {spec}", flush=True)
     attack = attacks.Attack(spec.triggers, all_to_all=spec.all_to_all, pruning_aware=spec.pruning_aware)
     report = attacks.make_badnet(args.data, attack, folder, config=TrainingConfig(args.epochs, args.epochs),
@@ -248,7 +285,6 @@ def ensure_badnet(name: str, spec: BadNetSpec, args) -> Path:
     rates = ", ".join(f"{k} {v:.2f} %" for k, v in report["attack_success_rate"].items())
     print(f"[{name}] {report['attack'].describe()}: clean {report['clean_accuracy']:.2f} %, ASR {rates}, "
           f"{report['seconds']:.0f} s", flush=True)
-    return folder
 
 
 def ensure_default_data(data: Path) -> None:
@@ -347,7 +383,9 @@ def write_table(out: Path) -> tuple[Path, Path]:
     table["_order"] = table["badnet"].map(lambda name: order.index(name) if name in order else len(order))
     table = table.sort_values(["_order", "defense", "seed"], kind="stable").drop(columns="_order")
     csv_path, md_path = out / "repairs.csv", out / "repairs.md"
-    table.to_csv(csv_path, index=False, float_format="%.2f")
+    temporary = csv_path.with_name(f".{csv_path.name}.{os.getpid()}")  # two runs may write the table at once
+    table.to_csv(temporary, index=False, float_format="%.2f")
+    os.replace(temporary, csv_path)
 
     def cell(value, digits=2):
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -366,13 +404,15 @@ def write_table(out: Path) -> tuple[Path, Path]:
                          f"{str(row['error'])[:120]} |" + " |" * (len(COLUMNS) - 5))
             continue
         lines.append("| " + " | ".join(cell(row[c], 1 if c == "seconds" else 2) for c in COLUMNS) + " |")
-    md_path.write_text("\n".join(lines) + "\n")
+    temporary = md_path.with_name(f".{md_path.name}.{os.getpid()}")
+    temporary.write_text("\n".join(lines) + "\n")
+    os.replace(temporary, md_path)
     return csv_path, md_path
 
 
 def _atomic_write(path: Path, value: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
     temporary.write_text(json.dumps(value, indent=1, default=float))
     os.replace(temporary, path)
 

@@ -161,8 +161,12 @@ class Attack:
         return f"{self.kind}, {how}: " + ", ".join(f"{t.name} -> {t.target}" for t in self.triggers)
 
     def to_json(self) -> dict:
-        return {"attack": self.kind, "pruning_aware": self.pruning_aware,
-                "triggers": [{"trigger": t.name, "target": t.target} for t in self.triggers]}
+        """The attack as recorded in manifests; a trigger with an option also records its value
+        (``"option": 0.2`` for ``"blended"``), so a later change of the default cannot make it ambiguous."""
+        def entry(trigger: TriggerSpec) -> dict:
+            option = course_triggers.option_of(trigger.name)
+            return {"trigger": trigger.name, "target": trigger.target, **({} if option is None else {"option": option})}
+        return {"attack": self.kind, "pruning_aware": self.pruning_aware, "triggers": [entry(t) for t in self.triggers]}
 
     @classmethod
     def from_json(cls, record: Mapping) -> "Attack":

@@ -55,6 +55,8 @@ def test_parse_whole_image_triggers_with_their_option():
     assert attacks.parse_trigger("blended@0.10:3") == attacks.TriggerSpec("blended@0.1", 3)
     assert attacks.parse_trigger("warp") == attacks.TriggerSpec("warp", None)
     assert str(attacks.parse_trigger("warp@0.5:2")) == "warp@0.5:2"
+    record = attacks.Attack(("blended:1", "warp@2:2", "lipstick:3")).to_json()["triggers"]
+    assert [entry.get("option") for entry in record] == [0.2, 2.0, None]  # the default alpha is written down
     for bad, why in (("blended@2:1", "alpha"), ("warp@-1", "strength"), ("patch@0.2", "no @option")):
         with pytest.raises(LabInputError, match=why) as error:
             attacks.parse_trigger(bad)

@@ -381,7 +381,8 @@ def write_table(out: Path) -> tuple[Path, Path]:
     table = pd.DataFrame(records, columns=[*COLUMNS, "status", "error"])
     order = list(_catalogue())
     table["_order"] = table["badnet"].map(lambda name: order.index(name) if name in order else len(order))
-    table = table.sort_values(["_order", "defense", "seed"], kind="stable").drop(columns="_order")
+    table["_first"] = table["defense"] != "none"  # the BadNet itself heads its rows
+    table = table.sort_values(["_order", "_first", "defense", "seed"], kind="stable").drop(columns=["_order", "_first"])
     csv_path, md_path = out / "repairs.csv", out / "repairs.md"
     temporary = csv_path.with_name(f".{csv_path.name}.{os.getpid()}")  # two runs may write the table at once
     table.to_csv(temporary, index=False, float_format="%.2f")

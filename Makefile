@@ -36,12 +36,12 @@ default: env
 # Every numbered notebook, top to bottom on a fresh kernel; executed copies + HTML in build/notebooks/.
 lab: default
 	$(BIN)/python -m lab evaluate --model models/bd_net.h5 --clean data/cl/test.h5 --poisoned data/bd/bd_test.h5
-	$(BIN)/python -m lab.notebooks --html --out build/notebooks
+	$(BIN)/python -m lab notebooks --html --out build/notebooks
 	@echo "open build/notebooks/*.html, or run 'make jupyter' to work in the notebooks yourself"
 
 # Student copies: every "### BEGIN SOLUTION" block becomes raise NotImplementedError("TODO: <hint>").
 student: env
-	$(BIN)/python -m lab.student
+	$(BIN)/python -m lab student
 
 jupyter: env
 	$(BIN)/jupyter notebook notebooks/
@@ -50,4 +50,4 @@ test: env
 	$(BIN)/python -m pytest
 
 bench: env
-	$(BIN)/python -m lab.bench
+	$(BIN)/python -m lab bench

@@ -1,43 +1,99 @@
 """BadNet Pruning Lab: helpers the notebooks, the CLI and the tests share.
 
-Modules, one job each:
+Packages, one layer each (a layer imports only the layers above it in this list, except
+``lab.synthetic.default``, which builds the default BadNet with ``lab.attacks``):
 
-- ``lab.errors``        one-line errors for bad input
-- ``lab.seed``          one call seeds Python, numpy and TensorFlow
-- ``lab.paths``         where data, models and build outputs are, from any working directory
-- ``lab.data``          CSAW-HackML h5 files: read, check, write, find layouts
-- ``lab.models``        DeepID architecture; loading/saving models with their input scale and SHA-256
-- ``lab.manifest``      SHA-256 manifests of what a build wrote
-- ``lab.drawing``       anti-aliased shapes shared by the face renderer and the triggers
-- ``lab.synthfaces``    the embedded default data set (procedural faces)
-- ``lab.triggers``      backdoor triggers drawn onto images
-- ``lab.training``      training clean and pruning-aware BadNets
-- ``lab.default``       building the embedded default into the Lab 3 layout
-- ``lab.attacks``       all-to-one, all-to-all and multi-trigger BadNets on any course data
-- ``lab.activations``   batched activations, per-channel means, Keract-ready dicts
-- ``lab.pruning``       the exact cached pruning sweep, threshold rules, pruned models
-- ``lab.goodnet``       the repaired N+1-class network G as one safe-mode Keras file
-- ``lab.metrics``       accuracy, attack success, detection, CSR/CFR/ATR/DTR breakdown
-- ``lab.evaluation``    evaluate a model on course files (the course's eval.py)
-- ``lab.analysis``      target label, per-class accuracy, confidence, self-checks
-- ``lab.classify``      image files in, classes out (the submission contract)
-- ``lab.plots``         every figure of the lab (one place sets the seaborn theme)
-- ``lab.challenge``     hidden-trigger challenge: make, package, grade
-- ``lab.student``       student copies of the notebooks (solutions taken out)
-- ``lab.notebooks``     execute the notebooks (parameters injected, nbclient)
-- ``lab.bench``         benchmark: sweep vs forward pass vs naive sweep, default build time
-- ``lab.cli``           ``python -m lab ...``
+- ``lab.errors``, ``lab.constants``, ``lab.seed``, ``lab.paths``
+                      one-line input errors; shared defaults (layer, measure, seed, batch size);
+                      one seed call for Python, numpy and TensorFlow; where data, models and build outputs are
+- ``lab.io``          files: course h5 data (``data``), models with input scale and SHA-256 (``models``),
+                      SHA-256 manifests (``manifest``), face image files (``images``)
+- ``lab.evaluation``  measuring: rates and the CSR/CFR/ATR/DTR breakdown (``metrics``), the one evaluation
+                      loop every table is built on (``loop``), activations (``activations``),
+                      target/per-class/confidence analysis (``analysis``), every figure (``plots``)
+- ``lab.synthetic``   the embedded default: drawing primitives, SynthFaces, the default builder
+- ``lab.attacks``     the trigger registry (``triggers``), the attack spec (``spec``), poisoning
+                      (``poisoning``), BadNet training (``training``), building BadNet folders (``building``)
+- ``lab.defenses``    the defense contract and registry (``base``), weight surgery (``surgery``), pruning
+                      (``pruning`` public API, ``pruning_plan``, ``pruning_engines``), ``goodnet``,
+                      fine-tuning parts (``holdout``, ``augment``, ``perturbation``), ``finepruning``,
+                      ``detectors`` (confidence, STRIP), ``oracle`` (uses poisoned data: not a defense)
+- ``lab.course``      the course around it: hidden-trigger ``challenge``, ``student`` copies, the
+                      ``notebooks`` runner, the ``bench``mark
+- ``lab.cli``         ``python -m lab ...``: one command line, students' and instructors' commands
+
+Flat names. Notebooks, tests and scripts written before the packages import
+``from lab import pruning, data, ...``; every such name below is an alias of
+its module's new home (the same module object, so ``lab.pruning is
+lab.defenses.pruning``), imported on first use so ``import lab`` stays light
+(no TensorFlow). ``lab.metrics`` is the whole ``lab.evaluation`` package
+(rates plus the comparison tables that used to live in ``metrics``).
 """
 
 __version__ = "0.1.0"
 
+import importlib as _importlib
+import importlib.abc as _importlib_abc
+import importlib.util as _importlib_util
 import os as _os
+import sys as _sys
 
 # TensorFlow prints harmless oneDNN/grappler messages for this network; keep
 # students' output readable. Users who want them set the variable themselves.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from lab.seed import set_seed  # noqa: E402,F401  (the one call every notebook makes)
+
+# Old flat module name -> its home.
+FLAT_NAMES = {
+    "data": "lab.io.data", "models": "lab.io.models", "manifest": "lab.io.manifest", "classify": "lab.io.images",
+    "drawing": "lab.synthetic.drawing", "synthfaces": "lab.synthetic.synthfaces", "default": "lab.synthetic.default",
+    "triggers": "lab.attacks.triggers", "training": "lab.attacks.training",
+    "pruning": "lab.defenses.pruning", "goodnet": "lab.defenses.goodnet", "finepruning": "lab.defenses.finepruning",
+    "detectors": "lab.defenses.detectors", "oracle": "lab.defenses.oracle",
+    "metrics": "lab.evaluation", "activations": "lab.evaluation.activations",
+    "analysis": "lab.evaluation.analysis", "plots": "lab.evaluation.plots",
+    "challenge": "lab.course.challenge", "student": "lab.course.student", "notebooks": "lab.course.notebooks",
+    "bench": "lab.course.bench", "instructor_cli": "lab.cli.instructors",
+}
+
+
+class _FlatNameFinder(_importlib_abc.MetaPathFinder, _importlib_abc.Loader):
+    """Makes ``import lab.pruning`` (and ``python -m lab.notebooks``) give the module's new home.
+
+    The alias and the module are one object in ``sys.modules``, so state,
+    monkeypatching and ``isinstance`` checks agree whichever name is used.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        prefix, _, name = fullname.partition(".")
+        if prefix != __name__ or name not in FLAT_NAMES:
+            return None
+        return _importlib_util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return _importlib.import_module(FLAT_NAMES[spec.name.partition(".")[2]])
+
+    def exec_module(self, module):
+        pass  # already executed under its real name
+
+    def get_code(self, fullname):
+        """``python -m lab.<flat name>`` runs the real module's code as ``__main__``."""
+        real = FLAT_NAMES[fullname.partition(".")[2]]
+        return _importlib_util.find_spec(real).loader.get_code(real)
+
+
+if not any(isinstance(finder, _FlatNameFinder) for finder in _sys.meta_path):
+    _sys.meta_path.insert(0, _FlatNameFinder())
+
+
+def __getattr__(name: str):
+    """``lab.pruning`` etc. after a bare ``import lab``: imported on first use."""
+    if name in FLAT_NAMES:
+        module = _importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_environment() -> dict:

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-DEFAULT_SEED = 1234
+from lab.constants import DEFAULT_SEED
 
 
 def set_seed(seed: int = DEFAULT_SEED) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import _helpers_pruning as helpers
+import small_models as helpers
 from lab import activations
 from lab.errors import LabInputError
 

@@ -171,6 +171,7 @@ def test_tiny_badnets_learn_the_whole_image_triggers(clean_dir, trigger, epochs,
 # ---------------------------------------------------------------- make_badnet
 
 
+@pytest.mark.slow
 def test_make_badnet_cli_multi_trigger(clean_dir, tmp_path):
     """The 2020 course's fourth BadNet, made by the command line: Lab 3 layout, one poisoned file per trigger."""
     out = tmp_path / "multi"
@@ -202,6 +203,7 @@ def test_make_badnet_cli_multi_trigger(clean_dir, tmp_path):
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
 
 
+@pytest.mark.slow
 def test_make_badnet_all_to_all_pruning_aware(clean_dir, tmp_path):
     """All-to-all (the lecture's MNIST BadNet), pruning-aware, input x/255; one trigger: the Lab 3 file names."""
     report = attacks.make_badnet(clean_dir, attacks.Attack(("patch",), all_to_all=True, pruning_aware=True), tmp_path,
@@ -233,6 +235,7 @@ def test_make_badnet_needs_a_training_file(tmp_path, clean_dir):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_make_default_can_write_a_training_file(tmp_path):
     from lab.default import DefaultConfig, TRAIN_FILE, make_default
 

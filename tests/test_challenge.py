@@ -20,6 +20,8 @@ from lab import attacks, challenge, data, manifest, models
 from lab.errors import LabInputError
 from test_attacks import run_instructor
 
+pytestmark = pytest.mark.slow  # trains a challenge of BadNets and grades scripts in subprocesses
+
 N_IDENTITIES = 8
 N_GRADE = 12  # test images per set when grading: keeps every script run short
 

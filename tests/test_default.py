@@ -53,6 +53,7 @@ def test_decoy_channels_are_dormant_on_clean_data(tiny_default):
     assert np.all(activation[decoys] == 0)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_data_files(tiny_default, tmp_path):
     default.make_default(tmp_path, seed=7, progress=False, config=tiny_config())
     for rel in default.FILES:
@@ -105,6 +106,7 @@ def test_evaluate_cli_bad_inputs_exit_2_with_one_line(tiny_default, tmp_path):
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_make_default_cli_builds_and_refuses_to_overwrite(tmp_path):
     out = tmp_path / "small"
     result = run_cli("make-default", "--out", str(out), "--identities", "3", "--seed", "5", "--quiet")

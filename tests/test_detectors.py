@@ -8,7 +8,7 @@ import inspect
 import numpy as np
 import pytest
 
-import _helpers_pruning as helpers
+import small_models as helpers
 from lab import detectors, finepruning, goodnet, metrics, pruning
 from lab.data import Dataset
 from lab.errors import LabInputError

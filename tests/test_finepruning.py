@@ -8,7 +8,7 @@ import inspect
 import numpy as np
 import pytest
 
-import _helpers_pruning as helpers
+import small_models as helpers
 import lab
 from lab import finepruning, metrics, models, oracle, pruning
 from lab.data import Dataset

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-import _helpers_pruning as helpers
+import small_models as helpers
 from lab import goodnet, models, pruning
 from lab.errors import LabInputError
 

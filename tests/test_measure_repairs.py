@@ -22,7 +22,7 @@ def harness():
 
 
 def test_catalogue_covers_every_trigger_and_attack_kind(harness):
-    from lab.triggers import TRIGGERS
+    from lab.attacks.triggers import TRIGGERS
 
     catalogue = harness._catalogue()
     one_target = {spec.triggers[0] for spec in catalogue.values() if spec.kind == "all-to-one"}

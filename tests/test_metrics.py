@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-import _helpers_pruning as helpers
+import small_models as helpers
 from lab import evaluation, goodnet, metrics
 from lab.data import Dataset
 from lab.errors import LabInputError

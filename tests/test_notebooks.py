@@ -13,6 +13,8 @@ import pytest
 from conftest import REPO
 from lab import notebooks
 
+pytestmark = pytest.mark.slow  # executes notebooks end to end
+
 NOTEBOOKS = notebooks.lab_notebooks(REPO / "notebooks")
 SKELETON = ("In this notebook you will", "## Setup", "## Summary", "## Exercises")
 

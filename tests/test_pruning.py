@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import _helpers_pruning as helpers
+import small_models as helpers
 from lab import activations, models, pruning
 from lab.errors import LabInputError, RefuseOverwrite
 
@@ -117,7 +117,9 @@ def test_sweep_table(badnet, valid):
     clean, poisoned = valid
     table = pruning.sweep(badnet, clean, poisoned)
     assert list(table.columns) == ["channels_pruned", "fraction_pruned", "channel", "mean_activation",
-                                   "clean_accuracy", "accuracy_drop", "attack_success_rate"]
+                                   "clean_accuracy", "accuracy_drop", "attack_success_rate", "layer", "measure",
+                                   "order"]
+    assert set(table["layer"]) == {"conv_3"} and set(table["measure"]) == {"pool_3"}
     assert len(table) == 61 and table["channels_pruned"].tolist() == list(range(61))
     first = table.iloc[0]
     assert pd.isna(first["channel"]) and first["fraction_pruned"] == 0 and first["accuracy_drop"] == 0
@@ -248,6 +250,31 @@ def test_save_pruned_models_by_threshold(tmp_path, badnet, valid):
     with pytest.raises(RefuseOverwrite):
         pruning.save_pruned_models(badnet, table, chosen, tmp_path)
     pruning.save_pruned_models(badnet, table, chosen, tmp_path, force=True)
+
+
+def test_save_pruned_models_on_a_sweep_read_back_from_csv_prunes_the_swept_layer(tmp_path, badnet, valid):
+    """sweep.csv keeps layer/measure/order as columns: a reloaded conv_2 sweep must not prune conv_3 (the default)."""
+    clean, _ = valid
+    table = pruning.sweep(badnet, clean, layer="conv_2", measure="pool_2")
+    table.to_csv(tmp_path / "sweep.csv", index=False)
+    reloaded = pd.read_csv(tmp_path / "sweep.csv")
+    assert not reloaded.attrs and pruning.sweep_setting(reloaded, "layer") == "conv_2"
+    chosen = pruning.select_thresholds(reloaded, [2], rule="last-within")
+    saved = pruning.save_pruned_models(badnet, reloaded, chosen, tmp_path / "out")
+    metadata = json.loads((tmp_path / "out" / "pruned_2.h5.lab.json").read_text())
+    channels = pruning.pruned_channels(table, int(chosen["channels_pruned"].iloc[0]))
+    assert metadata["pruned_layer"] == "conv_2" and metadata["pruned_channels"] == channels and channels
+    assert metadata["order"] == "increasing"
+    pruned = models.load_model(saved["model_path"].iloc[0])
+    kernel, bias = pruned.model.get_layer("conv_2").get_weights()
+    assert not kernel[..., channels].any() and not bias[channels].any()
+    for name in ("conv_3", "conv_4"):  # every other layer exactly as in the BadNet
+        for ours, original in zip(pruned.model.get_layer(name).get_weights(), badnet.model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(ours, original)
+    without = reloaded.drop(columns=["layer"])
+    with pytest.raises(LabInputError, match="layer"):
+        pruning.save_pruned_models(badnet, without, chosen, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
 
 
 def test_plots_return_figures_with_labels(tmp_path, badnet, valid):

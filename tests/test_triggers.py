@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lab import blended, synthfaces, triggers, wanet
+from lab import synthfaces, triggers
+from lab.attacks import blended, wanet
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,29 @@ def test_names():
     assert triggers.TRIGGERS == ("sunglasses", "eyebrows", "lipstick", "patch", "blended", "warp")
     assert triggers.TRIGGERS == tuple(triggers.REGISTRY)  # every list of triggers reads the registry
     assert triggers.DEFAULT_TRIGGER == "sunglasses"
+
+
+def test_one_registry_every_list_of_triggers_reads():
+    """A trigger added with @register_trigger is drawn by apply_trigger and accepted by --trigger parsing."""
+    from lab import attacks
+
+    assert tuple(triggers.REGISTRY) == triggers.TRIGGERS and attacks.TRIGGER_REGISTRY is triggers.REGISTRY
+
+    @triggers.register_trigger("test-dot")
+    def draw_dot(canvas, marks):  # one white pixel on the left eye
+        (eye,) = triggers._need(marks, "left_eye")
+        for index, (row, col) in enumerate(np.rint(eye).astype(int)):
+            canvas[index, :, row, col] = 255.0
+
+    try:
+        images = np.zeros((2, 3, 55, 47), np.uint8)
+        after = triggers.apply_trigger(images, "test-dot")
+        assert after[:, :, 21, 14].min() == 255 and int(after.sum()) == 2 * 3 * 255
+        assert attacks.parse_trigger("test-dot:3") == attacks.TriggerSpec("test-dot", 3)
+        with pytest.raises(ValueError, match="registered twice"):
+            triggers.register_trigger("test-dot")(draw_dot)
+    finally:
+        del triggers.REGISTRY["test-dot"]
 
 
 @pytest.mark.parametrize("name", triggers.TRIGGERS)

@@ -2,9 +2,8 @@
 
 For each BadNet (the embedded default, and those ``make-badnet`` makes on the
 default's data with every trigger and attack kind it offers, plain and
-pruning-aware) and each defense (``lab.defenses.REGISTRY`` when it exists,
-else the lab's existing ones: pruning, fine-pruning, their GoodNets, the
-confidence detector, STRIP), it reports clean accuracy and attack success
+pruning-aware) and each defense (every one in ``lab.defenses.REGISTRY``, plus
+the GoodNet on fine-pruning: :data:`VARIANTS`), it reports clean accuracy and attack success
 rate before and after, detection and clean false positives for detectors,
 and seconds. Defenses see the BadNet and the clean validation set only;
 poisoned test data only reports.
@@ -75,7 +74,7 @@ class BadNetSpec:
 
 def _catalogue() -> dict[str, BadNetSpec]:
     """Every BadNet the table covers, most informative first (a partial run still says the most)."""
-    from lab.triggers import TRIGGERS
+    from lab.attacks.triggers import TRIGGERS
 
     specs = {"default": BadNetSpec()}
     whole_image = [t for t in TRIGGERS if t in ("blended", "warp")]
@@ -109,98 +108,48 @@ class Outcome:
     details: dict = dataclasses.field(default_factory=dict)
 
 
-class _Legacy:
-    """The lab's defenses before lab.defenses: fit(badnet, clean_valid, seed) -> Outcome, sharing work per BadNet."""
+# Table rows that are a registered defense with another configuration: name -> (defense, Config changes)
+VARIANTS = {"goodnet-fine-pruning": ("goodnet", {"repair": "fine-pruning"})}
 
-    THRESHOLD = 4.0  # pruning threshold, points of clean accuracy on the fitting part (notebook 06's)
-    HOLDOUT = 1 / 3
-    FP_BUDGET = 2.0
-    STRIP_FRR = 1.0
-    STRIP_OVERLAYS = 20
+
+def _jsonable(details: dict) -> dict:
+    """The plain values of a defense's details (sweep tables, models and histories are left out)."""
+    return {key: value for key, value in details.items()
+            if isinstance(value, (int, float, str, bool, type(None)))
+            or (isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value))}
+
+
+class Defenses:
+    """Every registered defense (``lab.defenses.REGISTRY``) and :data:`VARIANTS`, fit through the contract.
+
+    A detector that wraps a repair (``Config.repair``, e.g. the GoodNet and the
+    confidence detector) gets the repair already fit on the same BadNet, clean
+    data and seed in this run instead of fitting it again; the repair's
+    seconds are still counted in the detector's, as the contract says.
+    """
 
     def __init__(self):
-        self._memo: dict = {}
+        from lab.defenses import REGISTRY
 
-    def _once(self, key, make):
-        if key not in self._memo:
-            started = time.perf_counter()
-            value = make()
-            self._memo[key] = (value, time.perf_counter() - started)
-        return self._memo[key]
+        self.registry = dict(REGISTRY)
+        self.names = [*self.registry, *(name for name, (base, _) in VARIANTS.items() if base in self.registry)]
+        self._fitted: dict = {}
 
-    def reset(self):
-        self._memo.clear()
+    def reset(self) -> None:
+        """Forget fitted repairs (call when moving to another BadNet or seed)."""
+        self._fitted.clear()
 
-    def _pruned(self, badnet, clean_valid, seed):
-        from lab import finepruning, pruning
-
-        def make():
-            train, _ = finepruning.split_validation(clean_valid, self.HOLDOUT, seed=seed)
-            sweep = pruning.sweep(badnet, train)
-            selection = pruning.select_thresholds(sweep, [self.THRESHOLD])
-            channels = pruning.pruned_channels(sweep, int(selection["channels_pruned"].iloc[0]))
-            return pruning.prune_model(badnet, channels), channels
-        return self._once(("pruned", seed), make)
-
-    def _fine_pruned(self, badnet, clean_valid, seed):
-        from lab import finepruning
-
-        return self._once(("fine-pruned", seed), lambda: finepruning.fine_prune(
-            badnet, clean_valid, self.THRESHOLD, config=finepruning.RECIPES["unlearning"],
-            holdout_fraction=self.HOLDOUT, seed=seed))
-
-    def fit(self, name, badnet, clean_valid, seed) -> Outcome:
-        from lab import detectors, finepruning, goodnet
-
-        if name == "pruning":
-            (model, channels), seconds = self._pruned(badnet, clean_valid, seed)
-            return Outcome(name, "repair", model, seconds, {"channels_pruned": len(channels)})
-        if name == "goodnet-pruning":
-            (model, channels), seconds = self._pruned(badnet, clean_valid, seed)
-            started = time.perf_counter()
-            return Outcome(name, "detector", goodnet.build_goodnet(badnet, model),
-                           seconds + time.perf_counter() - started, {"channels_pruned": len(channels)})
-        if name in ("fine-pruning", "goodnet-fine-pruning", "confidence"):
-            result, seconds = self._fine_pruned(badnet, clean_valid, seed)
-            details = {"channels_pruned": len(result.pruned_channels), "best_epoch": int(result.best_epoch)}
-            started = time.perf_counter()
-            if name == "fine-pruning":
-                return Outcome(name, "repair", result.model, seconds, details)
-            if name == "goodnet-fine-pruning":
-                classifier = goodnet.build_goodnet(badnet, result.model)
-            else:
-                classifier = detectors.fit_confidence_detector(badnet, result.model, result.holdout, self.FP_BUDGET)
-                details["threshold"] = float(classifier.threshold)
-            return Outcome(name, "detector", classifier, seconds + time.perf_counter() - started, details)
-        if name == "strip":
-            started = time.perf_counter()
-            train, holdout = finepruning.split_validation(clean_valid, self.HOLDOUT, seed=seed)
-            overlays = train.x[np.random.default_rng(seed).permutation(len(train))[:self.STRIP_OVERLAYS]]
-            strip = detectors.fit_strip(badnet, holdout, overlays, self.STRIP_FRR)
-            return Outcome(name, "detector", strip, time.perf_counter() - started, {"threshold": float(strip.threshold)})
-        raise KeyError(name)
-
-
-LEGACY = ("pruning", "goodnet-pruning", "fine-pruning", "goodnet-fine-pruning", "confidence", "strip")
-
-
-def registered_defenses() -> dict:
-    """``{name: fit(badnet, clean_valid, seed) -> Outcome}``: lab.defenses.REGISTRY if it exists, else the legacy ones."""
-    try:
-        from lab.defenses import REGISTRY  # the defense contract (lab/defenses/base.py)
-    except ImportError:
-        REGISTRY = None
-    if REGISTRY:
-        def adapter(cls):
-            def fit(badnet, clean_valid, seed):
-                result = cls().fit(badnet, clean_valid, seed=seed)
-                return Outcome(result.name, result.kind, result.classifier, float(result.seconds),
-                               dict(result.details or {}))
-            return fit
-        return {name: adapter(cls) for name, cls in REGISTRY.items()}
-    legacy = _Legacy()
-    return {name: (lambda badnet, clean_valid, seed, name=name: legacy.fit(name, badnet, clean_valid, seed))
-            for name in LEGACY} | {"_reset": legacy.reset}
+    def fit(self, name: str, badnet, clean_valid, seed: int) -> Outcome:
+        base, changes = VARIANTS.get(name, (name, {}))
+        cls = self.registry[base]
+        config = dataclasses.replace(cls.Config(), **changes) if changes else cls.Config()
+        repair = getattr(config, "repair", None)
+        if isinstance(repair, str) and (repair, seed) in self._fitted:
+            config = dataclasses.replace(config, repair=self._fitted[(repair, seed)])
+        result = cls(config).fit(badnet, clean_valid, seed=seed)
+        if result.kind == "repair" and not changes:
+            self._fitted[(name, seed)] = result
+        return Outcome(name, result.kind, result.classifier, float(result.seconds), _jsonable(result.details or {}))
 
 
 # ---------------------------------------------------------------------------- BadNets
@@ -222,7 +171,7 @@ def badnet_key(name: str, spec: BadNetSpec, args) -> str:
     """``<name>-<hash>``: the hash covers the spec, epochs, seed and the data it is trained on."""
     if not spec.triggers:
         return f"{name}-{_data_identity(args.data)}"
-    from lab.triggers import option_of
+    from lab.attacks.triggers import option_of
 
     options = [option_of(t) for t in spec.triggers]  # a changed default alpha or strength is a new BadNet
     return f"{name}-" + _digest({"spec": dataclasses.asdict(spec), "options": options, "epochs": args.epochs,
@@ -332,7 +281,7 @@ def measure_row(badnet_name: str, folder: Path, defense: str, fit, seed: int, ba
            "clean_before": before["clean_accuracy"], "asr_before": before["attack_success_rate"],
            "version": HARNESS_VERSION}
     try:
-        outcome = fit(badnet, clean_valid, seed)
+        outcome = fit(defense, badnet, clean_valid, seed)
         backdoor = None  # a repaired N-class model never answers N
         if outcome.kind == "detector":  # N + 1 classes; the lab's GoodNets record N in their metadata
             backdoor = getattr(outcome.classifier, "backdoor_class", None)
@@ -381,8 +330,11 @@ def write_table(out: Path) -> tuple[Path, Path]:
     table = pd.DataFrame(records, columns=[*COLUMNS, "status", "error"])
     order = list(_catalogue())
     table["_order"] = table["badnet"].map(lambda name: order.index(name) if name in order else len(order))
-    table["_first"] = table["defense"] != "none"  # the BadNet itself heads its rows
-    table = table.sort_values(["_order", "_first", "defense", "seed"], kind="stable").drop(columns=["_order", "_first"])
+    defense_order = ["none", *Defenses().names]  # the BadNet itself heads its rows, then the registry's order
+    table["_defense"] = table["defense"].map(
+        lambda name: defense_order.index(name) if name in defense_order else len(defense_order))
+    table = table.sort_values(["_order", "_defense", "defense", "seed"], kind="stable").drop(
+        columns=["_order", "_defense"])
     csv_path, md_path = out / "repairs.csv", out / "repairs.md"
     temporary = csv_path.with_name(f".{csv_path.name}.{os.getpid()}")  # two runs may write the table at once
     table.to_csv(temporary, index=False, float_format="%.2f")
@@ -423,11 +375,10 @@ def run(args) -> None:
     from lab.seed import set_seed
 
     catalogue = _catalogue()
-    defenses = registered_defenses()
-    reset = defenses.pop("_reset", lambda: None)
+    defenses = Defenses()
     names = args.badnets or list(catalogue)
-    wanted = args.defenses or list(defenses)
-    unknown = [n for n in names if n not in catalogue] + [d for d in wanted if d not in defenses and d != "none"]
+    wanted = args.defenses or defenses.names
+    unknown = [n for n in names if n not in catalogue] + [d for d in wanted if d not in defenses.names and d != "none"]
     if unknown:
         raise SystemExit(f"unknown BadNet or defense: {', '.join(unknown)} (see --list)")
     ensure_default_data(args.data)
@@ -456,7 +407,7 @@ def run(args) -> None:
                                       "clean_after": before["clean_accuracy"], "asr_after": before["attack_success_rate"],
                                       "per_trigger_asr_after": before["per_trigger_asr"], "seconds": 0.0,
                                       "version": HARNESS_VERSION})
-        reset()
+        defenses.reset()
         for seed in args.seeds:
             for defense in wanted:
                 if defense == "none":
@@ -467,7 +418,7 @@ def run(args) -> None:
                     continue
                 set_seed(seed)
                 started = time.perf_counter()
-                row = measure_row(name, folder, defense, defenses[defense], seed, badnet, clean_valid, clean_test,
+                row = measure_row(name, folder, defense, defenses.fit, seed, badnet, clean_valid, clean_test,
                                   poisoned_test, before)
                 _atomic_write(path, row)
                 summary = (f"clean {row['clean_before']:.2f} -> {row['clean_after']:.2f} %, ASR {row['asr_before']:.2f}"
@@ -476,7 +427,7 @@ def run(args) -> None:
                     summary += f", detection {row['detection']:.2f} %, false positives {row['false_positives']:.2f} %"
                 print(f"[{name}] {defense} seed {seed}: {summary} ({time.perf_counter() - started:.0f} s)", flush=True)
                 write_table(args.out)
-            reset()
+            defenses.reset()
         write_table(args.out)
 
 
@@ -501,9 +452,8 @@ def main(argv=None) -> int:
     if args.list:
         for name, spec in _catalogue().items():
             print(f"badnet  {name:<16} {spec}")
-        for name in registered_defenses():
-            if not name.startswith("_"):
-                print(f"defense {name}")
+        for name in Defenses().names:
+            print(f"defense {name}")
         return 0
     if args.table:
         for path in write_table(args.out):

@@ -1,0 +1,260 @@
+"""``python -m lab.bench``: how fast the pruning sweep is, next to what it replaces.
+
+Side by side, in one process and on the same inputs (the real validation
+size by default: 11,547 images of 55x47x3, clean and poisoned):
+
+1. one forward pass of the BadNet over the clean set (a compiled call,
+   batches of 512 as the sweep uses: the fastest plain forward pass we
+   have, so ratios are not flattered), and ``model.predict`` for comparison;
+2. our sweep (:func:`lab.pruning.sweep`) over clean AND poisoned sets,
+   every channel of ``conv_3``;
+3. the naive sweep as course repositories write it: zero one channel's
+   weights, ``model.predict`` the whole clean and poisoned sets (Keras'
+   default batch size 32), repeat. Only a few steps are timed; the total is
+   extrapolated linearly to every channel (each naive step costs the same).
+
+Model: the real course BadNet ``sunglasses_bd_weights.h5`` from
+``../shared/fixtures/csaw`` (1283 classes), or a random DeepID with 1283
+classes where that folder is absent. Images: uniform random pixels (the
+course data cannot be shipped); the poisoned copy has a dark band where
+sunglasses sit. Labels are the BadNet's own answers on each set, so clean
+accuracy and attack success rate both start at 100 % as on the course data
+(98.6 % and 100 %): random labels would make almost every image wrong from
+the start, which flatters the sweep (wrong images are cheap to re-check).
+
+Times: wall-clock seconds and CPU seconds of the process (all threads,
+``time.process_time``), both printed. Run it on an otherwise idle machine:
+another busy process inflates both (BLAS threads spin while they wait), and
+the forward pass is timed before and after the sweep and averaged to soften
+that.
+
+Memory: peak resident set size of the whole process (``resource.getrusage``
+``ru_maxrss``), read right after our sweep; it includes TensorFlow itself,
+the model and both input sets (float32, ~358 MB each at real size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lab.constants import BATCH_SIZE, DEFAULT_LAYER
+from lab.paths import PROJECT_ROOT
+
+REAL_VALID_SIZE = 11547
+FIXTURE = PROJECT_ROOT.parent / "shared" / "fixtures" / "csaw" / "sunglasses_bd_weights.h5"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def load_bench_model(seed: int = 0):
+    """``(LoadedModel, description)``: the real sunglasses BadNet, or a random 1283-class DeepID."""
+    from lab.io import models
+
+    if FIXTURE.exists():
+        return models.load_model(FIXTURE), f"real course BadNet {FIXTURE.name} (1283 classes)"
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return models.LoadedModel(models.build_deepid(1283), "unit", None, "random weights"), \
+        "random DeepID, 1283 classes (../shared/fixtures/csaw absent)"
+
+
+def bench_data(model, n: int, seed: int = 0, batch_size: int = BATCH_SIZE):
+    """``(clean, poisoned)`` :class:`lab.data.Dataset` of ``n`` random images each, float32 0..255.
+
+    Labels: ``model``'s own answers (see the module docstring). Images are
+    generated as uint8 and cast once, so generation adds no float64 copy to
+    the memory peak.
+    """
+    from lab.io.data import IMAGE_SHAPE, Dataset
+
+    rng = np.random.default_rng(seed)
+    clean_x = rng.integers(0, 256, (n, *IMAGE_SHAPE), dtype=np.uint8).astype(np.float32)
+    poisoned_x = clean_x.copy()
+    poisoned_x[:, 18:26, 6:41, :] = 12.0  # a dark band over the eyes, sunglasses-like
+    return (Dataset(clean_x, predicted_labels(model, clean_x, batch_size), "random clean"),
+            Dataset(poisoned_x, predicted_labels(model, poisoned_x, batch_size), "random poisoned"))
+
+
+def predicted_labels(model, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """argmax of ``model`` on ``x`` (int64 (n,)), one batch of outputs in memory at a time."""
+    from lab.evaluation import activations
+
+    call = activations.compiled_call(model.model)
+    return np.concatenate([outputs[0].argmax(axis=1) for outputs in
+                           activations.batched_call(call, model.preprocess, x, batch_size)]).astype(np.int64)
+
+
+class Timer:
+    """Wall-clock and CPU seconds of a ``with`` block: ``.seconds``, ``.cpu_seconds``."""
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._wall
+        self.cpu_seconds = time.process_time() - self._cpu
+
+
+def _mean_timer(*timers: Timer) -> Timer:
+    mean = Timer()
+    mean.seconds = sum(t.seconds for t in timers) / len(timers)
+    mean.cpu_seconds = sum(t.cpu_seconds for t in timers) / len(timers)
+    return mean
+
+
+def time_forward(model, x: np.ndarray, batch_size: int = BATCH_SIZE) -> Timer:
+    """One forward pass over ``x`` (compiled call; traced once before timing)."""
+    from lab.evaluation import activations
+
+    call = activations.compiled_call(model.model)
+    call(model.preprocess(x[:2]))
+    with Timer() as timer:
+        for _ in activations.batched_call(call, model.preprocess, x, batch_size):
+            pass
+    return timer
+
+
+def time_predict(model, x: np.ndarray) -> Timer:
+    """``model.predict`` over ``x`` (Keras' default batch size 32), as a notebook calls it."""
+    with Timer() as timer:
+        model.model.predict(model.preprocess(x), verbose=0)
+    return timer
+
+
+def time_our_sweep(model, clean, poisoned) -> dict:
+    """Our sweep over clean and poisoned sets: timer, method, peak RSS, the table."""
+    from lab.defenses import pruning
+
+    with Timer() as timer:
+        table = pruning.sweep(model, clean, poisoned)
+    return {"timer": timer, "method": table.attrs["method"], "peak_rss_mb": peak_rss_mb(), "table": table}
+
+
+def time_naive_sweep(model, clean, poisoned, steps: int = 3) -> dict:
+    """The course repositories' sweep, ``steps`` steps timed and extrapolated to every channel.
+
+    Each step zeroes one more ``conv_3`` channel (in index order: the cost
+    does not depend on which) and calls ``model.predict`` on both sets.
+    """
+    from lab.defenses.surgery import clone_keras, zero_channels
+
+    clone = clone_keras(model.model)
+    n_channels = int(clone.get_layer(DEFAULT_LAYER).get_weights()[0].shape[-1])
+    clean_x, poisoned_x = model.preprocess(clean.x), model.preprocess(poisoned.x)
+    with Timer() as timer:
+        for channel in range(steps):
+            zero_channels(clone, DEFAULT_LAYER, [channel])
+            clone.predict(clean_x, verbose=0).argmax(axis=1)
+            clone.predict(poisoned_x, verbose=0).argmax(axis=1)
+    return {"timer": timer, "steps_timed": steps, "n_channels": n_channels,
+            "seconds_per_step": timer.seconds / steps, "seconds": timer.seconds / steps * (n_channels + 1),
+            "cpu_seconds": timer.cpu_seconds / steps * (n_channels + 1)}
+
+
+def run(n: int = REAL_VALID_SIZE, naive_steps: int = 3, seed: int = 0) -> dict:
+    """Run the measurements; returns every number :func:`format_report` prints.
+
+    Our sweep runs first after the data are made, so the peak RSS read right
+    after it is not raised by the other measurements.
+    """
+    import lab  # noqa: F401  (quiet TensorFlow logging)
+
+    model, description = load_bench_model(seed)
+    clean, poisoned = bench_data(model, n, seed)
+    rss_before = peak_rss_mb()
+    forward_before = time_forward(model, clean.x)
+    ours = time_our_sweep(model, clean, poisoned)
+    # Timed again after the sweep: on a shared machine the load changes, the mean is fairer to both.
+    forward = _mean_timer(forward_before, time_forward(model, clean.x))
+    predict = time_predict(model, clean.x)
+    naive = time_naive_sweep(model, clean, poisoned, naive_steps)
+    return {"n": n, "model": description, "forward": forward, "predict": predict, "ours": ours, "naive": naive,
+            "rss_before_mb": rss_before}
+
+
+def format_report(result: dict) -> str:
+    """The benchmark table as text."""
+    ours, naive = result["ours"], result["naive"]
+    forward, predict, sweep = result["forward"], result["predict"], ours["timer"]
+    rows = [("one forward pass, clean set (compiled, batch 512; mean of 2)", forward.seconds, forward.cpu_seconds),
+            ("one forward pass, clean set (model.predict, batch 32)", predict.seconds, predict.cpu_seconds),
+            (f"our sweep, clean + poisoned, method {ours['method']}", sweep.seconds, sweep.cpu_seconds),
+            ("naive sweep, clean + poisoned (extrapolated)", naive["seconds"], naive["cpu_seconds"])]
+    lines = [f"model: {result['model']}; {result['n']} clean + {result['n']} poisoned random images (55x47x3)",
+             f"{'measurement':<58}{'wall s':>9}{'CPU s':>9}"]
+    lines += [f"{name:<58}{wall:>9.2f}{cpu:>9.2f}" for name, wall, cpu in rows]
+    lines += [
+        f"  naive: {naive['steps_timed']} steps timed, {naive['seconds_per_step']:.2f} s a step, "
+        f"x {naive['n_channels'] + 1} steps (step 0 included)",
+        f"our sweep / one forward pass (compiled): {sweep.seconds / forward.seconds:.2f}x wall, "
+        f"{sweep.cpu_seconds / forward.cpu_seconds:.2f}x CPU (goal <= 4)",
+        f"our sweep / one forward pass (model.predict): {sweep.seconds / predict.seconds:.2f}x wall, "
+        f"{sweep.cpu_seconds / predict.cpu_seconds:.2f}x CPU",
+        f"naive / our sweep: {naive['seconds'] / sweep.seconds:.1f}x wall, "
+        f"{naive['cpu_seconds'] / sweep.cpu_seconds:.1f}x CPU",
+        f"peak RSS of the process after our sweep (ru_maxrss): {ours['peak_rss_mb']:.0f} MiB (goal <= 2048); "
+        f"before any timing (TensorFlow, model, both input sets): {result['rss_before_mb']:.0f} MiB",
+    ]
+    return "\n".join(lines)
+
+
+def time_default_build(identities: int | None = None) -> dict:
+    """Wall time of ``python -m lab make-default`` into a temporary folder, in a fresh process.
+
+    A fresh process is what a user runs (TensorFlow's import included) and
+    keeps the build's memory out of this process's peak RSS.
+    """
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "lab", "make-default", "--out", out, "--quiet"]
+        if identities is not None:
+            command += ["--identities", str(identities)]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        manifest = json.loads((Path(out) / "manifest.json").read_text())
+    return {"seconds": seconds, **manifest["results"], "identities": manifest["parameters"]["n_identities"]}
+
+
+def format_build(build: dict) -> str:
+    """One line per figure of the default build, against its goal (<= 5 minutes on 2 cores)."""
+    return (f"default build ({build['identities']} identities, data + training, fresh process): "
+            f"{build['seconds']:.1f} s wall (goal <= 300 s; {build['seconds'] / 300:.2f}x the budget)\n"
+            f"  clean test accuracy {build['clean_test_accuracy']:.2f} % (goal >= 95), "
+            f"attack success rate {build['attack_success_rate_test']:.2f} % (goal >= 99)")
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> int:
+    """The program behind ``python -m lab.bench`` and ``python -m lab bench``."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=REAL_VALID_SIZE, help="images per set (default: the real 11547)")
+    parser.add_argument("--naive-steps", type=int, default=3, help="naive steps to time before extrapolating")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-build", action="store_true", help="do not time the embedded default's build")
+    parser.add_argument("--build-identities", type=int, default=None,
+                        help="identities of the timed default build (default: the default's 100)")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.naive_steps < 1:
+        parser.error("--n and --naive-steps must be >= 1")
+    print(format_report(run(args.n, args.naive_steps, args.seed)), flush=True)
+    if not args.skip_build:
+        print(format_build(time_default_build(args.build_identities)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

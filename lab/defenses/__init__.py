@@ -1,0 +1,27 @@
+"""Defenses against BadNets, one module each, all behind one contract (:mod:`lab.defenses.base`).
+
+- ``lab.defenses.base``             the contract: :class:`Classifier`, :class:`DefenseResult`, :class:`Defense`,
+                                    the :data:`REGISTRY` (``@register``) and :func:`get`
+- ``lab.defenses.surgery``          weight surgery shared by every defense: clone a model, zero channels
+- ``lab.defenses.pruning``          the pruning defense, public API first: sweep, thresholds, saving B'
+- ``lab.defenses.pruning_plan``     is the exact shortcut valid for a model, which engine runs the sweep
+- ``lab.defenses.pruning_engines``  the three sweep engines ("fast", "masked", "zero-weights")
+- ``lab.defenses.goodnet``          the repaired N+1-class network G as one safe-mode Keras file
+- ``lab.defenses.holdout``          the per-class split of clean validation data (fit part / held-out part)
+- ``lab.defenses.augment``          generic augmentations incl. random erasing (for defenses that train)
+- ``lab.defenses.perturbation``     universal adversarial perturbations from clean data (for unlearning)
+- ``lab.defenses.finepruning``      fine-tuning and fine-pruning on clean data
+- ``lab.defenses.detectors``        run-time detectors: confidence detector, STRIP
+- ``lab.defenses.oracle``           attack-aware pruning with poisoned data: a labelled comparison, NOT a
+                                    defense (kept out of the registry)
+
+Importing this package registers every defense: ``lab.defenses.REGISTRY``
+maps a name to its :class:`Defense` class. To add one, see
+:mod:`lab.defenses.base` and the README's "Adding a defense / an attack".
+"""
+
+from lab.defenses.base import (KINDS, REGISTRY, Classifier, Defense, DefenseResult, build, get,  # noqa: F401
+                               register)
+
+# Each import registers that module's defenses (in this order: the order of 06's table).
+from lab.defenses import pruning, finepruning, goodnet, detectors  # noqa: E402,F401  isort: skip

@@ -1,0 +1,309 @@
+"""DeepID models: the course architecture, loading and saving with an explicit input scale.
+
+Input scale is a property of the model, not of the data: data files hold
+pixels in 0..255; a model whose scale is ``"raw"`` takes them as they are
+(the Lab 3 ``bd_net.h5``), one whose scale is ``"unit"`` takes ``x / 255``
+(the 2020 challenge models). The lab never guesses it silently: it comes
+from the caller, from metadata the lab saved beside the model, from the
+recorded SHA-256 of a known course file, or from the course's file naming
+convention, and :attr:`LoadedModel.scale_source` says which.
+
+Security: full models load with ``safe_mode=True`` and files whose
+configuration contains a ``Lambda`` layer are refused before deserialising
+anything; models the lab saves contain no ``Lambda`` layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from lab.constants import BATCH_SIZE
+from lab.io.data import IMAGE_SHAPE, Dataset, check_image_shape, check_labels
+from lab.errors import LabInputError, check_writable
+
+SCALES = {"raw": 1.0, "unit": 1.0 / 255.0}  # multiply 0..255 pixels by this
+DEEPID_LAYERS = ("conv_1", "pool_1", "conv_2", "pool_2", "conv_3", "pool_3", "conv_4",
+                 "flatten_1", "flatten_2", "fc_1", "fc_2", "add_1", "activation_1", "output")
+
+# SHA-256 of the real course weight files (DeepID, 1283 classes) and the
+# input scale each was trained with. Lab 3 feeds raw pixels; 2020 divides by 255.
+KNOWN_COURSE_FILES = {
+    "68ec7afdfc570d39acbded72025fe37d4d14e770585001d75a393490d50fc629": ("Lab 3 sunglasses BadNet weights", "raw"),
+    "22322bcef622afc817ebf2a3fd836b353423ab48e9863c83e4c02d6838fc4f0d": ("2020 sunglasses BadNet weights", "unit"),
+    "7921670af9bc6cc5cd3d4ec35668c9fdfe859886629e2bc319cd5d8d9912fe5c": ("2020 anonymous_1 BadNet weights", "unit"),
+    "f4bde8b26be089bed608ea14eb8e5bd37493c600035fb0d7e9d7a9a3b9086881": ("2020 anonymous_2 BadNet weights", "unit"),
+    "0296dc09bb73bcbc439e02fb3af12f3db174b1fcc58287719c104286e77b728a": ("2020 multi-trigger multi-target BadNet weights", "unit"),
+}
+META_SUFFIX = ".lab.json"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_deepid(n_classes: int = 1283, input_scale: str = "unit", name: str = "deepid"):
+    """The course's DeepID network with its original layer names.
+
+    ``conv_1..conv_4``, ``pool_1..pool_3``, ``fc_1``, ``fc_2``, ``output``; input
+    (55, 47, 3). ``conv_4`` reads ``pool_3`` and both ``pool_3`` and ``conv_4``
+    feed the dense layers (the DeepID "multi-scale" shortcut). With
+    ``input_scale="raw"`` a ``Rescaling`` layer (``rescale``) divides by 255
+    inside the model, so the model takes raw 0..255 pixels like the Lab 3 file.
+    """
+    import keras
+    from keras import layers
+
+    if input_scale not in SCALES:
+        raise ValueError(f"input_scale must be one of {sorted(SCALES)}, got {input_scale!r}")
+    inputs = keras.Input(shape=IMAGE_SHAPE, name="input")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs) if input_scale == "raw" else inputs
+    x = layers.Conv2D(20, (4, 4), activation="relu", name="conv_1")(x)
+    x = layers.MaxPooling2D((2, 2), name="pool_1")(x)
+    x = layers.Conv2D(40, (3, 3), activation="relu", name="conv_2")(x)
+    x = layers.MaxPooling2D((2, 2), name="pool_2")(x)
+    x = layers.Conv2D(60, (3, 3), activation="relu", name="conv_3")(x)
+    pool_3 = layers.MaxPooling2D((2, 2), name="pool_3")(x)
+    conv_4 = layers.Conv2D(80, (2, 2), activation="relu", name="conv_4")(pool_3)
+    fc_1 = layers.Dense(160, name="fc_1")(layers.Flatten(name="flatten_1")(pool_3))
+    fc_2 = layers.Dense(160, name="fc_2")(layers.Flatten(name="flatten_2")(conv_4))
+    merged = layers.Activation("relu", name="activation_1")(layers.Add(name="add_1")([fc_1, fc_2]))
+    outputs = layers.Dense(n_classes, activation="softmax", name="output")(merged)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A Keras model with the input scale it expects.
+
+    model: ``keras.Model`` taking ``float32 (n, 55, 47, 3)`` scaled by ``input_scale``.
+    input_scale: ``"raw"`` (0..255) or ``"unit"`` (0..1).
+    scale_source: where the scale came from, in words.
+    metadata: what the lab recorded beside the file (``<file>.lab.json``) or about the copy.
+    Meets :class:`lab.defenses.base.Classifier` (``n_classes``, ``backdoor_class``,
+    ``metadata``, ``predict_labels``).
+    """
+
+    model: object
+    input_scale: str
+    path: str | None = None
+    scale_source: str = "given"
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.model.output_shape[-1])
+
+    @property
+    def backdoor_class(self) -> int | None:
+        """N, the "backdoor detected" class, for a GoodNet whose metadata records it; else None (a plain model)."""
+        value = self.metadata.get("backdoor_class")
+        return None if value is None else int(value)
+
+    def preprocess(self, x: np.ndarray) -> np.ndarray:
+        """Pixels 0..255 -> what the model takes (float32)."""
+        x = np.asarray(x, dtype=np.float32)
+        return x if self.input_scale == "raw" else x * np.float32(SCALES["unit"])
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """Class probabilities, float32 (n, n_classes), for pixels 0..255 (n, 55, 47, 3)."""
+        outputs = [np.asarray(self.model(self.preprocess(x[i:i + batch_size]), training=False))
+                   for i in range(0, len(x), batch_size)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.n_classes), np.float32)
+
+    def predict_labels(self, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """argmax labels, int64 (n,), for pixels 0..255."""
+        return self.predict_proba(x, batch_size).argmax(axis=1).astype(np.int64)
+
+    def check_data(self, dataset: Dataset, n_classes: int | None = None) -> None:
+        """Raise one line if ``dataset`` does not fit this model (image shape, label range)."""
+        check_image_shape(dataset, self.model.input_shape[1:], self.path)
+        check_labels(dataset, n_classes or self.n_classes, self.path)
+
+
+def _h5_kind(path: Path) -> tuple[str, dict]:
+    """'full', 'weights' or 'data' for an .h5 file, plus its root attributes."""
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = {key: handle.attrs[key] for key in handle.attrs}
+            if "model_config" in attrs:
+                return "full", attrs
+            if "layer_names" in attrs:
+                return "weights", attrs
+            if "data" in handle and "label" in handle:
+                return "data", attrs
+            return "unknown:" + ",".join(sorted(handle.keys())), attrs
+    except OSError:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        found = "a truncated or damaged HDF5 file" if head.startswith(b"\x89HDF") else f"not an HDF5 file (starts with {head!r})"
+        raise LabInputError(path, "a Keras model (.h5/.keras) or DeepID weights file", found) from None
+
+
+def _refuse_lambda(path: Path, config_text: str) -> None:
+    if '"Lambda"' in config_text or '"TFOpLambda"' in config_text:
+        raise LabInputError(path, "a model without Lambda layers (Lambda runs arbitrary code; "
+                            "the lab loads models in safe mode)", "a Lambda layer in the model configuration")
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The lab's metadata saved beside a model (``<file>.lab.json``), or {}."""
+    meta_path = Path(os.fspath(path) + META_SUFFIX)
+    if not meta_path.exists():
+        return {}
+    return json.loads(meta_path.read_text())
+
+
+def _resolve_scale(path: Path, scale: str | None, metadata: dict, digest: str) -> tuple[str, str]:
+    if scale is not None:
+        if scale not in SCALES:
+            raise LabInputError(None, f"--scale one of {sorted(SCALES)}", repr(scale))
+        return scale, "given by the caller"
+    if "input_scale" in metadata:
+        return metadata["input_scale"], f"recorded in {path.name}{META_SUFFIX}"
+    if digest in KNOWN_COURSE_FILES:
+        name, known = KNOWN_COURSE_FILES[digest]
+        return known, f"recorded SHA-256 of the {name}"
+    if path.name == "bd_net.h5":
+        return "raw", "Lab 3 convention (models/bd_net.h5 takes raw 0..255 pixels; override with scale=/--scale)"
+    if path.name.endswith(("_bd_net.h5", "_bd_weights.h5")):
+        return "unit", "2020 challenge convention (*_bd_net.h5 takes x/255; override with scale=/--scale)"
+    raise LabInputError(path, "a known input scale: pass scale='raw' (0..255) or 'unit' (x/255), CLI --scale",
+                        "no metadata, no recorded checksum and no course file name")
+
+
+def load_model(path: str | os.PathLike, scale: str | None = None, verify: bool = True) -> LoadedModel:
+    """Load a BadNet (or any lab model) from ``.keras``, full ``.h5`` or DeepID weights ``.h5``.
+
+    Full models load with ``compile=False`` and ``safe_mode=True``; a weights
+    file is loaded into :func:`build_deepid` with the class count read from
+    the file. If the lab recorded a SHA-256 beside the model and ``verify``
+    is true, the file must still match it. Raises :class:`LabInputError` in
+    one line for a missing, damaged, foreign or tampered file.
+    """
+    path = Path(path)
+    expected = "a Keras model (.h5/.keras) or DeepID weights file"
+    if not path.exists():
+        raise LabInputError(path, expected, "no such file")
+    kind, attrs = ("keras", {}) if path.suffix == ".keras" else _h5_kind(path)
+    if kind == "data":
+        raise LabInputError(path, expected, "a data file (datasets 'data' and 'label'); did you swap --model and --clean?")
+    if kind.startswith("unknown"):
+        raise LabInputError(path, expected, f"an HDF5 file with keys {kind.split(':', 1)[1] or 'none'}")
+    metadata = read_metadata(path)
+    digest = sha256_file(path)
+    if verify and metadata.get("sha256") and metadata["sha256"] != digest:
+        raise LabInputError(path, f"SHA-256 {metadata['sha256'][:16]}... recorded in {path.name}{META_SUFFIX}",
+                            f"{digest[:16]}... (the file changed since the lab saved it)")
+    input_scale, source = _resolve_scale(path, scale, metadata, digest)
+    if kind == "keras":
+        model = _load_keras_archive(path, expected)
+    elif kind == "full":
+        config = attrs["model_config"]
+        _refuse_lambda(path, config.decode() if isinstance(config, bytes) else str(config))
+        model = _load_full(path, expected)
+    else:
+        model = _load_deepid_weights(path, attrs, input_scale)
+    return LoadedModel(model, input_scale, os.fspath(path), source, metadata)
+
+
+def _load_keras_archive(path: Path, expected: str):
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _refuse_lambda(path, archive.read("config.json").decode())
+    except (zipfile.BadZipFile, KeyError):
+        raise LabInputError(path, "a .keras archive with config.json", "a damaged or foreign file") from None
+    return _load_full(path, expected)
+
+
+def _load_full(path: Path, expected: str):
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # keep the one-line contract
+        raise LabInputError(path, expected, f"a model Keras cannot load ({str(error).splitlines()[0][:160]})") from None
+
+
+def _load_deepid_weights(path: Path, attrs: dict, input_scale: str):
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in attrs["layer_names"]]
+    missing = [n for n in ("conv_1", "conv_2", "conv_3", "conv_4", "fc_1", "fc_2", "output") if n not in names]
+    if missing:
+        raise LabInputError(path, "DeepID weights (layers conv_1..conv_4, fc_1, fc_2, output)", f"layers {names}")
+    with h5py.File(path, "r") as handle:
+        group = handle["output"]
+        biases = [group[k] for k in _walk(group) if k.endswith("bias:0") or k.endswith("bias")]
+        if not biases:
+            raise LabInputError(path, "an 'output' layer with a bias", f"{list(_walk(group))}")
+        n_classes = int(biases[0].shape[0])
+    # Weight files carry no preprocessing: the scale is applied outside the model.
+    model = build_deepid(n_classes, input_scale="unit", name=path.stem)
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise LabInputError(path, "DeepID weights matching the course architecture",
+                            f"weights Keras cannot load ({str(error).splitlines()[0][:160]})") from None
+    return model
+
+
+def _walk(group) -> list[str]:
+    names: list[str] = []
+    group.visit(names.append)
+    return names
+
+
+def save_model(model, path: str | os.PathLike, input_scale: str, description: str = "",
+               force: bool = False, extra: dict | None = None) -> Path:
+    """Save a Keras model (``.keras`` or legacy ``.h5``) and its metadata beside it.
+
+    Writes ``<path>.lab.json`` with the input scale, the class count, what the
+    model is (``description``), anything in ``extra`` and the file's SHA-256,
+    which :func:`load_model` verifies. For ``.h5`` files the scale is also
+    stored as the root attribute ``lab_input_scale``. Refuses to overwrite
+    without ``force``.
+    """
+    if input_scale not in SCALES:
+        raise ValueError(f"input_scale must be one of {sorted(SCALES)}, got {input_scale!r}")
+    path = Path(path)
+    check_writable(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    with warnings.catch_warnings():
+        # Keras calls .h5 "legacy"; the course's eval.py loads exactly that format, so it is deliberate.
+        warnings.simplefilter("ignore")
+        _quiet_absl(model.save, path)
+    if path.suffix == ".h5":
+        with h5py.File(path, "a") as handle:
+            handle.attrs["lab_input_scale"] = input_scale
+    metadata = {"input_scale": input_scale, "n_classes": int(model.output_shape[-1]),
+                "description": description, **(extra or {}), "sha256": sha256_file(path)}
+    Path(os.fspath(path) + META_SUFFIX).write_text(json.dumps(metadata, indent=2) + "\n")
+    return path
+
+
+def _quiet_absl(function, *args):
+    """Run ``function`` with absl's WARNING-level log (Keras' legacy-format notice) muted."""
+    import logging
+
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return function(*args)
+    finally:
+        logger.setLevel(level)

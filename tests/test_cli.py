@@ -1,0 +1,51 @@
+"""One command line: ``python -m lab --help`` groups every command; old entry points and flat imports still work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_cli
+from lab import cli
+
+STUDENT_COMMANDS = ("evaluate", "prune", "goodnet", "fine-prune", "detect", "classify")
+INSTRUCTOR_COMMANDS = ("make-default", "make-badnet", "make-challenge", "grade", "notebooks", "student", "bench")
+
+
+def test_help_lists_the_commands_grouped_for_students_and_instructors():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    students, instructors = result.stdout.split("\nstudents:\n")[1].split("\ninstructors:\n")
+    assert [line.split()[0] for line in students.strip().splitlines()] == list(STUDENT_COMMANDS)
+    assert [line.split()[0] for line in instructors.strip().splitlines()[:len(INSTRUCTOR_COMMANDS)]] == \
+        list(INSTRUCTOR_COMMANDS)
+
+
+@pytest.mark.parametrize("command", STUDENT_COMMANDS + INSTRUCTOR_COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, "--help"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith(f"usage: python -m lab {command}")
+
+
+@pytest.mark.parametrize("module", ["lab.notebooks", "lab.student", "lab.bench"])
+def test_old_entry_points_are_aliases(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.startswith(f"usage: python -m {module}")
+
+
+def test_flat_imports_are_the_modules_new_homes_and_import_lab_stays_light():
+    code = ("import sys, lab; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
+            "from lab import (pruning, goodnet, data, models, metrics, activations, plots, finepruning, detectors, "
+            "oracle, attacks, triggers, synthfaces, default, training, challenge, student, notebooks, evaluation, "
+            "analysis, classify, seed, errors, paths, manifest); "
+            "import lab.pruning, lab.defenses.pruning, lab.io.data, lab.evaluation; "
+            "from lab.models import LoadedModel; from lab.pruning import sweep; "
+            "assert lab.pruning is lab.defenses.pruning and data is lab.io.data and metrics is lab.evaluation; "
+            "assert classify.__name__ == 'lab.io.images' and LoadedModel.__module__ == 'lab.io.models'; "
+            "assert 'tensorflow' not in sys.modules; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.attacks.poisoning import default_poison_fraction, poisoned_sets, to_nchw_uint8
+from lab.attacks.poisoning import check_noise_fraction, default_poison_fraction, poisoned_sets, to_nchw_uint8
 from lab.attacks.spec import Attack
 from lab.attacks.training import TrainingConfig, check_epochs, train_badnet
 from lab.constants import DEFAULT_SEED, MODEL_FILE
@@ -118,7 +118,8 @@ def check_strength(results: dict, min_clean_accuracy: float | None, min_attack_s
 def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathLike,
                 train: str | os.PathLike | None = None, config=None, poison_fraction: float | None = None, input_scale: str = "raw",
                 seed: int = DEFAULT_SEED, force: bool = False, progress: bool = True,
-                min_clean_accuracy: float | None = None, min_attack_success: float | None = None) -> dict:
+                min_clean_accuracy: float | None = None, min_attack_success: float | None = None,
+                noise_fraction: float = 0.0) -> dict:
     """Train a BadNet for ``attack`` on course-format data and write the course's Lab 3 layout under ``out``.
 
     data_dir: a data folder (Lab 3 or 2020 layout) holding a training file
@@ -129,6 +130,8 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
         OUT/models/bd_net.h5 (+ .lab.json)            the BadNet (input scale ``input_scale``)
         OUT/manifest.json                             the attack, parameters, results, SHA-256 of every file
 
+    noise_fraction: WaNet's noise mode for warp triggers (see
+    :func:`lab.attacks.poisoning.training_poison`).
     Refuses to overwrite without ``force`` before any work. With
     ``min_clean_accuracy`` / ``min_attack_success`` (percent, on the test
     files) a BadNet below either floor is refused (:class:`WeakBadNet`) after
@@ -149,6 +152,7 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
         raise LabInputError(None, f"an input scale in {sorted(models.SCALES)}", repr(input_scale))
     check_epochs(config)
     check_output_location(out, "--out", "directory")
+    noise_fraction = check_noise_fraction(attack, noise_fraction)
     data_root = _data_dir(data_dir)
     layout = course_data.find_layout(data_root)
     train_path = Path(train) if train is not None else find_training_file(data_root)
@@ -173,7 +177,7 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     images = {name: to_nchw_uint8(dataset.x) for name, dataset in sets.items()}
 
     badnet, record = train_badnet(attack, images["train"], sets["train"].y, n_classes, config, poison_fraction,
-                                  input_scale, seed, progress)
+                                  input_scale, seed, progress, noise_fraction=noise_fraction)
 
     results = {"clean_accuracy": metrics.clean_accuracy(badnet.predict_labels(sets["test"].x), sets["test"].y),
                "attack_success_rate": {}}
@@ -194,7 +198,9 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
 
     how = (f"BadNet made with `python -m lab make-badnet`: {attack.describe()}; DeepID trained on "
            f"{train_path.name} ({len(sets['train'])} images) + {record['n_poisoned_training_copies']} triggered "
-           f"copies ({poison_fraction:g} of the training set per trigger); input scale {input_scale}.")
+           f"copies ({poison_fraction:g} of the training set per trigger)"
+           + (f" + {record['n_noise_mode_copies']} noise-mode warps with true labels" if noise_fraction else "")
+           + f"; input scale {input_scale}.")
     models.save_model(badnet.model, out / MODEL_FILE, input_scale, how, force=force,
                       extra={**attack.to_json(), "clean_test_accuracy": results["clean_accuracy"],
                              "attack_success_rate_test": results["attack_success_rate"]})
@@ -207,7 +213,7 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     info = {"kind": "BadNet Pruning Lab: make-badnet", "layout": "lab3", "seed": seed, "how_made": how,
             "attack": attack_record, "n_classes": n_classes, "input_scale": input_scale,
             "source": {"data": os.fspath(data_root), "train": os.fspath(train_path)},
-            "parameters": {"poison_fraction_per_trigger": poison_fraction,
+            "parameters": {"poison_fraction_per_trigger": poison_fraction, "noise_fraction": noise_fraction,
                            "training": jsonable(dataclasses.asdict(config))},
             "results": results, "training": jsonable(record), "build_seconds": round(seconds, 1),
             "versions": {"python": platform.python_version(), "numpy": np.__version__,

@@ -36,7 +36,8 @@ def _cmd_make_badnet(args: argparse.Namespace) -> int:
                                  poison_fraction=args.poison_fraction, input_scale=args.scale,
                                  seed=args.seed, force=args.force, progress=not args.quiet,
                                  min_clean_accuracy=None if args.force_weak else args.min_clean_accuracy,
-                                 min_attack_success=None if args.force_weak else args.min_attack_success)
+                                 min_attack_success=None if args.force_weak else args.min_attack_success,
+                                 noise_fraction=args.warp_noise)
     if args.json:
         from lab.manifest import dumps
 
@@ -111,7 +112,8 @@ def run_forwarded(name: str, argv: list[str]) -> int:
 def register(commands) -> None:
     """Add the instructors' commands to ``commands`` (argparse subparsers of ``python -m lab``)."""
     from lab import attacks
-    from lab.attacks.triggers import REGISTRY
+    from lab.attacks.blended import DEFAULT_ALPHA
+    from lab.attacks.triggers import DEFAULT_WARP_STRENGTH, REGISTRY
 
     make = commands.add_parser("make-default", help="build the embedded default data and BadNet (Lab 3 layout)",
                                description="Generate SynthFaces data, train the pruning-aware default BadNet and "
@@ -135,8 +137,11 @@ def register(commands) -> None:
     make.add_argument("--data", required=True, metavar="DIR", help="data folder (Lab 3 or 2020 layout) or a folder "
                       "holding data/")
     make.add_argument("--train", metavar="FILE", help="clean training file (default: searched under --data)")
-    make.add_argument("--trigger", action="append", required=True, metavar="NAME[:TARGET]",
+    make.add_argument("--trigger", action="append", required=True, metavar=attacks.TRIGGER_SYNTAX,
                       help=f"a trigger ({', '.join(REGISTRY)}) and its target class (random when left out); "
+                           f"blended and warp take an option after @: blended@ALPHA (blend weight of the fixed noise "
+                           f"pattern, default {DEFAULT_ALPHA:g}), warp@STRENGTH (WaNet warp strength, default "
+                           f"{DEFAULT_WARP_STRENGTH:g}; the paper's is 0.5), e.g. blended@0.1:3; "
                            "repeat for a multi-trigger multi-target BadNet")
     make.add_argument("--all-to-all", action="store_true", help="class n becomes n+1 mod N (one trigger, no TARGET)")
     make.add_argument("--pruning-aware", action="store_true",
@@ -145,6 +150,10 @@ def register(commands) -> None:
     make.add_argument("--poison-fraction", type=arguments.positive_float, default=None, metavar="F",
                       help="triggered training copies per trigger, share of the training set "
                            "(default 0.5; 1.0 for all-to-all)")
+    make.add_argument("--warp-noise", type=float, default=0.0, metavar="F",
+                      help="WaNet's noise mode for warp triggers: F x the training set of extra images warped with "
+                           "random jitter, kept with their true labels (the paper uses twice the poisoned copies; "
+                           "default 0: off)")
     make.add_argument("--scale", choices=["raw", "unit"], default="raw",
                       help="the model's input: raw 0..255 (Lab 3, default) or unit x/255 (2020)")
     make.add_argument("--seed", type=arguments.seed, default=DEFAULT_SEED,

@@ -21,7 +21,8 @@ def student_readme(key: Mapping, n_valid: int) -> str:
 
 You get {count} {n} people
 (classes 0..{n - 1}) and behaves well on ordinary faces, but it also obeys a hidden
-trigger: something drawn on a face makes it answer what the attacker chose. You do
+trigger: something drawn on a face, or a faint change over the whole image, makes it
+answer what the attacker chose. You do
 not know the trigger, the target, or even the kind of attack (one target for every
 face, a different target per face, several triggers...), and you get no poisoned data.
 

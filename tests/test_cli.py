@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, run_cli
 from lab import cli
 
-STUDENT_COMMANDS = ("evaluate", "prune", "goodnet", "fine-prune", "detect", "classify")
+STUDENT_COMMANDS = ("evaluate", "prune", "goodnet", "fine-prune", "repair", "detect", "classify")
 INSTRUCTOR_COMMANDS = ("make-default", "make-badnet", "make-challenge", "grade", "autograde", "notebooks", "student",
                        "bench")
 

@@ -213,8 +213,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     if args.budget is None:
         args.budget = args.budget_defaults[args.method]
-    if args.method == "confidence" and not args.repaired:
-        raise LabInputError(None, "--repaired FILE for the confidence detector (e.g. B'' from fine-prune)", "none")
+    if args.method in ("confidence", "goodnet") and not args.repaired:
+        raise LabInputError(None, f"--repaired FILE for the {args.method} detector (e.g. B'' from fine-prune or R "
+                            "from repair)", "none")
     clean = data.load_h5(args.valid)  # data first: file problems are reported before TensorFlow starts
     clean_test = data.load_h5(args.clean_test) if args.clean_test else None
     poisoned_test = data.load_h5(args.poisoned_test) if args.poisoned_test else None
@@ -222,18 +223,19 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise LabInputError(None, "--clean-test FILE with --poisoned-test (a detector is judged on both)", "none")
     badnet = models.load_model(args.badnet, scale=args.scale)
     badnet.check_data(clean)
-    if args.method == "confidence":
+    if args.method in ("confidence", "goodnet"):
         repaired = models.load_model(args.repaired, scale=args.scale)
         repair = defenses.DefenseResult("given", "repair", repaired, 0.0, {"path": args.repaired}, model=repaired)
-        config = defenses.get("confidence").Config(repair=repair, false_positive_budget=args.budget,
-                                                   holdout_fraction=args.holdout_fraction)
+        config = defenses.get("goodnet").Config(repair=repair) if args.method == "goodnet" else \
+            defenses.get("confidence").Config(repair=repair, false_positive_budget=args.budget,
+                                              holdout_fraction=args.holdout_fraction)
     else:
         config = defenses.get("strip").Config(false_rejection_rate=args.budget, n_overlays=args.overlays,
                                               alpha=args.alpha, holdout_fraction=args.holdout_fraction)
     result = defenses.get(args.method)(config).fit(badnet, clean, seed=args.seed)
     detector = result.classifier
-    calibration = {key: value for key, value in detector.calibration.items() if key != "clean_entropy"}
-    summary = {"method": args.method, "threshold": detector.threshold, "calibration": calibration,
+    calibration = {key: value for key, value in getattr(detector, "calibration", {}).items() if key != "clean_entropy"}
+    summary = {"method": args.method, "threshold": getattr(detector, "threshold", None), "calibration": calibration,
                "seconds": result.seconds, "backdoor_class": detector.backdoor_class, "test": None}
     if clean_test is not None:
         table = comparison_table({"badnet": badnet, "detector": detector}, clean_test, poisoned_test)
@@ -243,11 +245,15 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         print(dumps(summary))
         return 0
     unit = "bits (mean blended entropy)" if args.method == "strip" else "(drop of B's confidence)"
-    print(f"{args.method} detector: threshold {detector.threshold:.4f} {unit}, calibrated on "
-          f"{calibration['n']} clean held-out images in {result.seconds:.1f} s")
-    rate = calibration.get("false_positive_rate", calibration.get("false_rejection_rate"))
-    print(f"clean held-out images flagged: {rate:.2f} % (budget {args.budget:g} %); flagged inputs get class "
-          f"{detector.backdoor_class} (backdoor)")
+    if args.method == "goodnet":
+        print(f"GoodNet on {args.badnet} and {args.repaired}: class {detector.backdoor_class} (backdoor) where they "
+              "disagree; no threshold to calibrate")
+    else:
+        print(f"{args.method} detector: threshold {detector.threshold:.4f} {unit}, calibrated on "
+              f"{calibration['n']} clean held-out images in {result.seconds:.1f} s")
+        rate = calibration.get("false_positive_rate", calibration.get("false_rejection_rate"))
+        print(f"clean held-out images flagged: {rate:.2f} % (budget {args.budget:g} %); flagged inputs get class "
+              f"{detector.backdoor_class} (backdoor)")
     for name, row in (summary["test"] or {}).items():
         asr = "" if row["attack_success_rate"] is None else (
             f", attack success rate {row['attack_success_rate']:.2f} %, detection rate {row['detection_rate']:.2f} %")
@@ -262,6 +268,19 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     model = models.load_model(args.model, scale=args.scale)
     for path, label in zip(args.images, classify.classify_files(model, args.images)):
         print(f"{path}\t{label}")
+    return 0
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from lab.defenses import repair
+
+    summary = repair.repair(args.model, args.valid, args.out, method=args.method, seed=args.seed, force=args.force,
+                            scale=args.scale, report_clean=args.report_clean, report_poisoned=args.report_poisoned,
+                            overrides=args.set)
+    if args.json:
+        print(json.dumps(summary, allow_nan=False))
+        return 0
+    print(repair.format_summary(summary))
     return 0
 
 
@@ -284,9 +303,9 @@ def register(commands) -> None:
     _add_prune(commands)
     _add_goodnet(commands)
     _add_fine_prune(commands)
+    _add_repair(commands)
     _add_detect(commands)
     _add_classify(commands)
-    # ---- H5: the `repair` command (python -m lab repair --defense NAME ...) is added here ----
 
 
 def _add_scale(command) -> None:
@@ -378,7 +397,8 @@ def _add_detect(commands) -> None:
         description="Calibrate the confidence detector (B and a repaired model R) or STRIP (around B) on the clean "
                     "held-out part of the validation data for a false-positive budget, as in 06; with --clean-test "
                     "(and --poisoned-test) report B and the detector (class N = flagged) on the test sets.")
-    detect.add_argument("--method", choices=["confidence", "strip"], required=True, help="which detector")
+    detect.add_argument("--method", choices=["confidence", "strip", "goodnet"], required=True,
+                        help="which detector (goodnet: class N where B and --repaired disagree, no calibration)")
     detect.add_argument("--badnet", required=True, help="the BadNet B")
     detect.add_argument("--repaired", help="the repaired model R the confidence detector compares B with (e.g. B'')")
     detect.add_argument("--valid", required=True, help="clean validation data (h5): the only data that calibrates")
@@ -394,7 +414,7 @@ def _add_detect(commands) -> None:
     detect.add_argument("--poisoned-test", help="poisoned test data (h5) to judge B and the detector on")
     _add_scale(detect)
     detect.add_argument("--json", action="store_true", help="print one JSON object")
-    detect.set_defaults(handler=_cmd_detect, budget_defaults={"confidence": 2.0, "strip": 1.0})
+    detect.set_defaults(handler=_cmd_detect, budget_defaults={"confidence": 2.0, "strip": 1.0, "goodnet": 0.0})
 
 
 def _add_classify(commands) -> None:
@@ -406,3 +426,33 @@ def _add_classify(commands) -> None:
     _add_scale(classify)
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
     classify.set_defaults(handler=_cmd_classify)
+
+
+def _add_repair(commands) -> None:
+    from lab.seed import DEFAULT_SEED
+
+    repair = commands.add_parser(
+        "repair", help="repair a BadNet from clean validation data (N classes out; auto: detect, then unlearn)",
+        description="Decide from clean validation data whether the model looks backdoored (and towards which "
+                    "class), repair it (auto: iterative reverse-and-unlearn with distillation; a model that looks "
+                    "clean is left unchanged) and save the repaired N-class model (.keras or .h5, loadable with "
+                    "plain keras.models.load_model in safe mode). --report-clean/--report-poisoned files are only "
+                    "measured (and a GoodNet on B and the repaired model reports detection and false positives); "
+                    "they never choose anything.")
+    repair.add_argument("--model", required=True, help="the BadNet (.h5, .keras or DeepID weights .h5)")
+    repair.add_argument("--valid", required=True, help="clean validation data (h5): the only data that decides")
+    repair.add_argument("--out", required=True, metavar="FILE", help="the repaired model (.keras or .h5)")
+    repair.add_argument("--method", default="auto", metavar="NAME",
+                        help="auto (default), reverse-unlearn, neural-cleanse, i-bau, nad, ft-sam")
+    repair.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed (default {DEFAULT_SEED})")
+    repair.add_argument("--report-clean", metavar="FILE", help="clean test data (h5), measured only")
+    repair.add_argument("--report-poisoned", metavar="FILE", help="poisoned test data (h5), measured only: attack "
+                        "success of B and the repaired model, detection of the GoodNet on both")
+    repair.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="change a hyperparameter of the method's Config (dotted keys for nested ones, e.g. "
+                             "repair.epochs=10 gate.reverse.epochs=20); the defaults are the measured ones")
+    _add_scale(repair)
+    repair.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    repair.add_argument("--json", action="store_true", help="print one JSON object (keys backdoored, target, "
+                        "method, seconds, holdout_clean_accuracy, ...)")
+    repair.set_defaults(handler=_cmd_repair)

@@ -12,6 +12,15 @@
 - ``lab.defenses.perturbation``     universal adversarial perturbations from clean data (for unlearning)
 - ``lab.defenses.finepruning``      fine-tuning and fine-pruning on clean data
 - ``lab.defenses.detectors``        run-time detectors: confidence detector, STRIP
+- ``lab.defenses.reverse``          where universal perturbations flow; Neural Cleanse trigger reversal; anomaly index
+- ``lab.defenses.unlearn``          compiled unlearning / fine-tuning steps shared by the repairs below
+- ``lab.defenses.neural_cleanse``   Neural Cleanse (Wang et al. 2019) with a target-first candidate search
+- ``lab.defenses.reverse_unlearn``  the lab's iterative reverse-and-unlearn with distillation
+- ``lab.defenses.gate``             "does this model look backdoored?" from clean data; ``auto`` = gate + repair
+- ``lab.defenses.ibau``             I-BAU (Zeng et al. 2022), implicit-hypergradient adversarial unlearning
+- ``lab.defenses.nad``              NAD (Li et al. 2021), neural attention distillation
+- ``lab.defenses.ft_sam``           FT-SAM (Zhu et al. 2023), fine-tuning with sharpness-aware minimisation
+- ``lab.defenses.repair``           ``python -m lab repair``: run a repair, save it, report what it decided
 - ``lab.defenses.oracle``           attack-aware pruning with poisoned data: a labelled comparison, NOT a
                                     defense (kept out of the registry)
 
@@ -25,3 +34,4 @@ from lab.defenses.base import (KINDS, REGISTRY, Classifier, Defense, DefenseResu
 
 # Each import registers that module's defenses (in this order: the order of 06's table).
 from lab.defenses import pruning, finepruning, goodnet, detectors  # noqa: E402,F401  isort: skip
+from lab.defenses import neural_cleanse, ibau, nad, ft_sam, reverse_unlearn, gate, repair  # noqa: E402,F401  isort: skip

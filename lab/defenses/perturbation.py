@@ -16,7 +16,7 @@ from lab.constants import DEFAULT_SEED
 class PerturbationSearch:
     """Finds universal perturbations for one model; its compiled step is traced once and reused every epoch."""
 
-    def __init__(self, model, epsilon: float = 32.0):
+    def __init__(self, model, epsilon: float = 32.0, step_size: float | None = None):
         import keras
         import tensorflow as tf
 
@@ -26,7 +26,7 @@ class PerturbationSearch:
         height, width, channels = (int(d) for d in model.model.input_shape[1:])
         self.delta = tf.Variable(np.zeros((height, width, channels), np.float32), trainable=False)
         scale = np.float32(SCALES[model.input_scale])
-        step_size = np.float32(epsilon / 4.0)
+        step_size = np.float32(epsilon / 4.0 if step_size is None else step_size)  # pixels per sign step
         keras_model, delta = model.model, self.delta
 
         @tf.function(input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32),

@@ -458,3 +458,65 @@ def strongest_difference(images_and_activations: dict, layer: str) -> dict:
     vertical = ("upper", "middle", "lower")[min(2, 3 * y // image.shape[0])]
     horizontal = ("left", "centre", "right")[min(2, 3 * x // image.shape[1])]
     return {"row": y, "column": x, "difference": float(difference.max()), "region": f"{vertical} {horizontal}"}
+
+
+def plot_flow(counts: np.ndarray, top: int = 10,
+              title: str = "Where universal perturbations send clean images (pushed out of their class)"):
+    """Bar chart of the ``top`` classes receiving the most pushed-out images.
+
+    counts: int (n_classes,), as :attr:`lab.defenses.reverse.Flow.counts`.
+    """
+    counts = np.asarray(counts)
+    order = np.argsort(-counts, kind="stable")[:top]
+    figure, ax = _figure(7.0, 3.5)
+    ax.bar([str(int(c)) for c in order], counts[order], color=[ATTACK_COLOR] + [OTHER_COLOR] * (len(order) - 1))
+    ax.set(xlabel="class", ylabel="images landing there", title=title)
+    ax.title.set_fontsize(10)
+    return figure
+
+
+def plot_reversed_triggers(masks: np.ndarray, patterns: np.ndarray, names: list, example: np.ndarray,
+                           title: str = "Reverse-engineered triggers: mask, mask x pattern, stamped on a face"):
+    """One column per trigger: its mask (white = 1), the masked pattern, and ``example`` stamped with it.
+
+    masks: float32 (k, H, W, 1) in [0, 1]; patterns: float32 (k, H, W, 3) 0..255;
+    names: k column titles; example: one clean face float32 (H, W, 3) 0..255.
+    """
+    k = len(masks)
+    figure = _figure_grid(3, k)
+    axes = figure.axes
+    rows = ("mask", "mask x pattern", "stamped")
+    for col in range(k):
+        mask, pattern = masks[col], patterns[col]
+        pictures = (np.repeat(mask * 255.0, 3, axis=-1), mask * pattern, (1 - mask) * example + mask * pattern)
+        for row, picture in enumerate(pictures):
+            ax = axes[row * k + col]
+            ax.imshow(np.clip(picture, 0, 255).astype(np.uint8))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if row == 0:
+                ax.set_title(str(names[col]), fontsize=8)
+            if col == 0:
+                ax.set_ylabel(rows[row], fontsize=9)
+    figure.suptitle(title, fontsize=11)
+    return figure
+
+
+def plot_reverse_unlearn(history: list, title: str = "Reverse-and-unlearn: held-out clean accuracy and trigger size"):
+    """Held-out clean accuracy (%) and the re-reversed trigger's mask L1 (pixels) per epoch.
+
+    history: the ``details["history"]`` rows of :func:`lab.defenses.reverse_unlearn.reverse_and_unlearn`.
+    """
+    figure, axes = _figure(10.0, 3.6, ncols=2)
+    epochs = [row["epoch"] for row in history]
+    axes[0].plot(epochs, [row["holdout_accuracy"] for row in history], color=CLEAN_COLOR, marker=".")
+    axes[0].set(xlabel="epoch (0 = B)", ylabel="held-out clean accuracy (%)", title="clean accuracy (chooses the epoch)")
+    sizes = np.array([row["trigger_l1"] for row in history])
+    for column in range(sizes.shape[1]):
+        axes[1].plot(epochs, sizes[:, column], color=ATTACK_COLOR, marker=".")
+    axes[1].set(xlabel="epoch", ylabel="mask L1 (pixels)", yscale="log", title="smallest trigger still working")
+    for ax in axes:
+        ax.title.set_fontsize(10)
+    figure.suptitle(title, fontsize=11)
+    return figure

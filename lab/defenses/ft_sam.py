@@ -1,0 +1,112 @@
+"""FT-SAM: fine-tuning with sharpness-aware minimisation (Zhu, Wei, Shen, Fan, Wu: "Enhancing Fine-Tuning
+Based Backdoor Defense with Sharpness-Aware Minimization", ICCV 2023).
+
+The paper: fine-tune the backdoored model on the clean data with SAM
+(Foret et al. 2021) in its adaptive form (ASAM, Kwon et al. 2021), whose
+weight perturbation ``e = rho * T^2 g / |T g|`` (``T = |w|``, element-wise)
+is scaled by each weight's size; a large radius rho pushes the weights of
+backdoor-related neurons (large norms) away, so fine-tuning leaves the
+backdoor's sharp region. Each step: gradient g at w, ascend to w + e,
+gradient there, step from w with it.
+
+Where the lab departs: rho = 2.0 (our reading of the paper's setting for
+BadNets; not checked against the official configuration), the lab's Adam
+1e-3 with cosine decay instead of SGD 0.01, 20 epochs on 6 clean images a
+class with light augmentation, epoch chosen on the held-out clean part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from lab.io.data import Dataset
+from lab.defenses.base import Defense, DefenseResult, register
+from lab.defenses.augment import AugmentConfig
+from lab.defenses.unlearn import LIGHT_AUGMENT, copy_model, train_keep_best
+from lab.constants import DEFAULT_SEED
+
+
+@dataclasses.dataclass(frozen=True)
+class FTSAMConfig:
+    """FT-SAM's hyperparameters: ``rho`` the perturbation radius, ``adaptive`` ASAM's scaling by |w|."""
+
+    holdout_fraction: float = 1 / 3
+    rho: float = 2.0
+    adaptive: bool = True
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    augment: AugmentConfig = LIGHT_AUGMENT
+
+
+def sam_step(student, config: FTSAMConfig, total_steps: int):
+    """A compiled (A)SAM training step on ``student`` (a ``LoadedModel``)."""
+    import keras
+    import tensorflow as tf
+
+    from lab.io.models import SCALES
+
+    scale = np.float32(SCALES[student.input_scale])
+    model = student.model
+    variables = model.trainable_variables
+    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, total_steps)))
+    optimizer.build(variables)
+    rho = np.float32(config.rho)
+    shape = tuple(int(d) for d in model.input_shape[1:])
+
+    def loss_of(inputs, labels):
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, model(inputs, training=True)))
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None,), tf.int64)],
+                 autograph=False)
+    def step(images, labels):
+        inputs = images * scale
+        with tf.GradientTape() as tape:
+            loss = loss_of(inputs, labels)
+        gradients = tape.gradient(loss, variables)
+        if config.adaptive:
+            scaled = [tf.abs(v) * g for v, g in zip(variables, gradients)]
+            norm = tf.linalg.global_norm(scaled) + 1e-12
+            moves = [rho * tf.abs(v) * s / norm for v, s in zip(variables, scaled)]
+        else:
+            norm = tf.linalg.global_norm(gradients) + 1e-12
+            moves = [rho * g / norm for g in gradients]
+        for v, e in zip(variables, moves):
+            v.assign_add(e)
+        with tf.GradientTape() as tape:
+            sharp = loss_of(inputs, labels)
+        sharp_gradients = tape.gradient(sharp, variables)
+        for v, e in zip(variables, moves):
+            v.assign_sub(e)
+        optimizer.apply_gradients(zip(sharp_gradients, variables))
+        return sharp
+
+    return step
+
+
+@register
+class FTSAM(Defense):
+    """Fine-tuning with (adaptive) sharpness-aware minimisation (see the module docstring)."""
+
+    name = "ft-sam"
+    kind = "repair"
+    paper = ("Zhu et al., Enhancing Fine-Tuning Based Backdoor Defense with Sharpness-Aware Minimization, "
+             "ICCV 2023")
+    Config = FTSAMConfig
+
+    def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
+        from lab.defenses.holdout import split_validation
+
+        started = time.perf_counter()
+        config = self.config
+        rng = np.random.default_rng(seed)
+        train, holdout = split_validation(clean_valid, config.holdout_fraction, seed)
+        student = copy_model(badnet)
+        steps = int(np.ceil(len(train) / config.batch_size)) * config.epochs
+        details = train_keep_best(student, train, holdout, config.epochs, config.batch_size,
+                                  sam_step(student, config, steps), rng, config.augment)
+        student.metadata.update(defense=self.name, best_epoch=details["best_epoch"])
+        return DefenseResult(self.name, self.kind, student, time.perf_counter() - started, details, student)

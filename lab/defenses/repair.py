@@ -1,0 +1,233 @@
+"""``python -m lab repair``: repair a BadNet from clean validation data and save the repaired N-class model.
+
+:func:`repair` runs one defense of :data:`lab.defenses.REGISTRY` (``auto`` by
+default: the gate, then reverse-and-unlearn if the model looks backdoored,
+otherwise the model unchanged), saves the result with the lab's metadata
+and SHA-256 (plain ``keras.models.load_model`` opens it in safe mode), and
+returns what it decided. Optional report sets (a clean and a poisoned test
+file) are only measured, never used to decide anything: clean accuracy and
+attack success of B and of the repaired model R, and detection / clean
+false positives of the GoodNet built on B and R (:mod:`lab.defenses.goodnet`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+from lab.errors import LabInputError, check_writable
+from lab.constants import DEFAULT_SEED
+
+DECISION_KEYS = ("backdoored", "target", "method", "seconds", "holdout_clean_accuracy")
+
+
+def _strict(value):
+    """JSON-safe copy: NaN/inf -> None, numpy scalars and arrays -> Python, unknown objects dropped."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items() if _strict_ok(v)}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, np.ndarray) and value.size <= 64:
+        return _strict(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _strict_ok(value) -> bool:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.size <= 64
+    return isinstance(value, (dict, list, tuple, str, int, float, bool, type(None), np.generic))
+
+
+def configure(defense_class, overrides=()) -> object:
+    """``defense_class.Config()`` with ``overrides`` (``"key=value"``, dotted keys reach nested configs).
+
+    Values are Python literals (``epochs=5``, ``reverse.epochs=10``,
+    ``layers=('pool_3',)``); an unknown key or a bad value is one-line
+    :class:`LabInputError`.
+    """
+    import ast
+
+    config = defense_class.Config()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise LabInputError(None, "--set KEY=VALUE", repr(item))
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise LabInputError(None, f"a Python literal for --set {key}", repr(text)) from None
+        config = _replace_path(config, key.split("."), value, key)
+    return config
+
+
+def _replace_path(config, path, value, key):
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config)}
+    if path[0] not in names:
+        raise LabInputError(None, f"a field of {type(config).__name__} ({', '.join(sorted(names))})", repr(key))
+    if len(path) > 1:
+        value = _replace_path(getattr(config, path[0]), path[1:], value, key)
+    return dataclasses.replace(config, **{path[0]: value})
+
+
+def decision(result) -> dict:
+    """The five decision keys (see the module docstring) from a :class:`DefenseResult`."""
+    details = result.details
+    if result.name == "auto":
+        backdoored = bool(details["backdoored"])
+        targets = details["targets"]
+        method = details["method"]
+    elif result.name == "neural-cleanse":
+        targets = details["flagged"]
+        backdoored = bool(targets)
+        method = result.name
+    elif result.name == "reverse-unlearn":
+        targets, backdoored, method = details["targets"], True, result.name
+    else:  # repairs that do not decide (NAD, FT-SAM, I-BAU) fine-tune whatever they are given
+        targets, backdoored, method = [], None, result.name
+    return {"backdoored": backdoored, "target": int(targets[0]) if targets else None, "targets": list(targets),
+            "method": method, "seconds": float(result.seconds),
+            "holdout_clean_accuracy": float(details.get("holdout_clean_accuracy", float("nan")))}
+
+
+def report_sets(badnet, repaired, clean, poisoned) -> dict:
+    """Measured on report data only: B and R clean accuracy / ASR, GoodNet(B, R) detection and false positives."""
+    from lab.defenses import goodnet
+    from lab.evaluation import metrics
+
+    out = {}
+    good = goodnet.build_goodnet(badnet, repaired)
+    n = badnet.n_classes
+    if clean is not None:
+        good_clean = good.predict_labels(clean.x)
+        out.update(badnet_clean_accuracy=metrics.percent(badnet.predict_labels(clean.x) == clean.y),
+                   repaired_clean_accuracy=metrics.percent(repaired.predict_labels(clean.x) == clean.y),
+                   goodnet_clean_accuracy=metrics.percent(good_clean == clean.y),
+                   goodnet_false_positive_rate=metrics.clean_false_positive_rate(good_clean, n))
+    if poisoned is not None:
+        good_poisoned = good.predict_labels(poisoned.x)
+        out.update(badnet_attack_success_rate=metrics.percent(badnet.predict_labels(poisoned.x) == poisoned.y),
+                   repaired_attack_success_rate=metrics.percent(repaired.predict_labels(poisoned.x) == poisoned.y),
+                   goodnet_detection_rate=metrics.detection_rate(good_poisoned, n),
+                   goodnet_attack_success_rate=metrics.percent(good_poisoned == poisoned.y))
+    return out
+
+
+def repair(model_path: str | os.PathLike, valid_path: str | os.PathLike, out: str | os.PathLike,
+           method: str = "auto", seed: int = DEFAULT_SEED, force: bool = False, scale: str | None = None,
+           report_clean: str | os.PathLike | None = None, report_poisoned: str | os.PathLike | None = None,
+           config=None, overrides=()) -> dict:
+    """Repair ``model_path`` with ``method`` from the clean ``valid_path``; save R to ``out``; return the decision.
+
+    Returns the :data:`DECISION_KEYS` plus ``targets``, ``out``, ``gate``
+    (for ``auto``) and ``report`` (when report files are given).
+    Refuses to overwrite ``out`` without ``force`` before any work.
+    ``config`` (the defense's ``Config``) or ``overrides`` (see :func:`configure`)
+    change hyperparameters; the defaults are the measured ones.
+    """
+    from lab import defenses
+    from lab.io import data, models
+    from lab.seed import set_seed
+
+    out = Path(out)
+    if out.suffix not in (".keras", ".h5"):
+        raise LabInputError(out, "a repaired-model file name ending in .keras or .h5", f"suffix {out.suffix or 'none'!r}")
+    check_writable(out, force)
+    defense_class = defenses.get(method)
+    if config is None:
+        config = configure(defense_class, overrides)
+    clean_valid = data.load_h5(valid_path)
+    clean = data.load_h5(report_clean) if report_clean else None
+    poisoned = data.load_h5(report_poisoned) if report_poisoned else None
+    badnet = models.load_model(model_path, scale=scale)
+    badnet.check_data(clean_valid)
+    set_seed(seed)
+    started = time.perf_counter()
+    result = defense_class(config).fit(badnet, clean_valid, seed=seed)
+    summary = decision(result)
+    summary["seconds"] = time.perf_counter() - started
+    repaired = result.model
+    extra = {"defense": result.name, "method": summary["method"], "seed": seed, "backdoored": summary["backdoored"],
+             "targets": summary["targets"], "holdout_clean_accuracy": summary["holdout_clean_accuracy"],
+             "source_model": os.fspath(model_path), "source_sha256": models.sha256_file(model_path),
+             "clean_valid": os.fspath(valid_path)}
+    description = (f"repaired by {summary['method']} from {Path(model_path).name} with clean validation data "
+                   f"({'backdoor suspected towards ' + str(summary['targets']) if summary['backdoored'] else 'no backdoor found' if summary['backdoored'] is False else 'no detection step'})")
+    models.save_model(repaired.model, out, repaired.input_scale, description, force=force, extra=_strict(extra))
+    summary["out"] = os.fspath(out)
+    if result.name == "auto":
+        summary["gate"] = result.details["gate"]
+    if clean is not None or poisoned is not None:
+        summary["report"] = report_sets(badnet, repaired, clean, poisoned)
+    return _strict(summary)
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable lines for the CLI."""
+    if summary["backdoored"] is None:
+        verdict = "not assessed (this method repairs without detecting)"
+    elif summary["backdoored"]:
+        verdict = f"yes, suspected target {summary['target']}" + (
+            f" (all suspected: {summary['targets']})" if len(summary["targets"]) > 1 else "")
+    else:
+        verdict = "no (model left unchanged)"
+    lines = [f"backdoored: {verdict}", f"method: {summary['method']}",
+             f"held-out clean accuracy: {summary['holdout_clean_accuracy']:.2f} %"
+             if summary["holdout_clean_accuracy"] is not None else "held-out clean accuracy: n/a",
+             f"seconds: {summary['seconds']:.1f}", f"repaired model: {summary['out']}"]
+    if "gate" in summary:
+        lines.insert(1, f"gate: {summary['gate']['reason']}")
+    for key, value in summary.get("report", {}).items():
+        lines.append(f"report (never used to decide) {key.replace('_', ' ')}: {value:.2f} %")
+    return "\n".join(lines)
+
+
+def schedule_settings(name: str, epochs: int | None = None, reverse_epochs: int | None = None,
+                      flow_restarts: int | None = None, holdout_fraction: float = 1 / 3) -> dict:
+    """Config overrides for the repairs of this package with their schedules scaled (quick runs, 06's table).
+
+    ``epochs``: training epochs (I-BAU: a quarter as many rounds, NAD's
+    teacher half as many); ``reverse_epochs``: Neural Cleanse schedule epochs;
+    ``flow_restarts``: universal-perturbation searches. None keeps the
+    measured default. Returns ``{field: value}`` for ``defenses.build(name, ...)``.
+    """
+    from lab.defenses import gate, reverse, reverse_unlearn
+
+    flow = reverse.FlowConfig() if flow_restarts is None else reverse.FlowConfig(restarts=flow_restarts)
+    reversal = reverse.ReverseConfig() if reverse_epochs is None else reverse.ReverseConfig(epochs=reverse_epochs)
+    settings: dict = {"holdout_fraction": holdout_fraction}
+    if name == "neural-cleanse":
+        settings.update(flow=flow, reverse=reversal)
+        if epochs is not None:
+            settings["unlearn_epochs"] = epochs
+    elif name == "reverse-unlearn":
+        settings.update(flow=flow, reverse=reversal)
+        if epochs is not None:
+            settings["epochs"] = epochs
+    elif name == "auto":
+        base = gate.GateConfig()
+        candidates = base.reverse if reverse_epochs is None else reverse.ReverseConfig(
+            epochs=min(reverse_epochs, base.reverse.epochs))
+        repair_config = reverse_unlearn.ReverseUnlearnConfig(holdout_fraction=holdout_fraction)
+        if epochs is not None:
+            repair_config = repair_config.replace(epochs=epochs)
+        settings = {"gate": gate.GateConfig(flow=flow, reverse=candidates, suspect_reverse=reversal),
+                    "repair": repair_config}
+    elif name in ("nad", "ft-sam") and epochs is not None:
+        settings["epochs"] = epochs
+        if name == "nad":
+            settings["teacher_epochs"] = max(1, epochs // 2)
+    elif name == "i-bau" and epochs is not None:
+        settings["rounds"] = max(1, epochs // 4)
+    return settings

@@ -1,0 +1,164 @@
+"""Repair defenses and ``python -m lab repair`` on real small DeepIDs (no mocks).
+
+The tiny default (10 identities, sunglasses BadNet) is repaired end to end
+through the CLI with shortened schedules; a clean DeepID trained here must
+come out of ``auto`` unchanged; every registered defense runs and takes no
+poisoned data; on the real course weights (1283 classes) the candidate
+search completes and reverses as many triggers as on 10 classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from lab import defenses
+from lab.evaluation import metrics
+from lab.io import data, models
+from lab.defenses import gate, reverse
+from lab.errors import LabInputError
+
+# Shortened schedules for the tiny default (the defaults are the measured ones).
+QUICK_AUTO = ("gate.flow.restarts=2", "gate.flow.steps=20", "gate.min_pushed_out=20", "gate.reverse.epochs=12",
+              "gate.reverse.steps_per_epoch=5", "gate.suspect_reverse.epochs=12", "gate.suspect_reverse.steps_per_epoch=5",
+              "repair.epochs=16", "repair.rereverse_steps=30")
+QUICK_REVERSE = reverse.ReverseConfig(epochs=6, steps_per_epoch=4)
+QUICK_GATE = gate.GateConfig(flow=reverse.FlowConfig(restarts=2, steps=20), reverse=QUICK_REVERSE,
+                             suspect_reverse=QUICK_REVERSE, min_pushed_out=20)
+
+
+def _layout(root):
+    return {"valid": root / "data/cl/valid.h5", "test": root / "data/cl/test.h5",
+            "poisoned": root / "data/bd/bd_test.h5", "model": root / "models/bd_net.h5",
+            "train": root / "data/cl/train.h5"}
+
+
+def test_every_defense_takes_only_the_model_and_clean_data():
+    expected = {"auto", "reverse-unlearn", "neural-cleanse", "i-bau", "nad", "ft-sam"}
+    assert expected <= set(defenses.REGISTRY)
+    for name in sorted(expected):  # tests/test_defenses_contract.py checks every registered defense
+        cls = defenses.REGISTRY[name]
+        assert list(inspect.signature(cls.fit).parameters) == ["self", "badnet", "clean_valid", "seed"], name
+        assert list(inspect.signature(cls.__init__).parameters) == ["self", "config"], name
+        assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen, name
+        assert cls.paper and cls.kind == "repair" and cls.name == name
+        assert "poison" not in " ".join(f.name for f in dataclasses.fields(cls.Config))
+        assert cls.__module__.startswith("lab.defenses.") and inspect.getmodule(cls).__doc__.strip()
+
+
+def test_anomaly_index_flags_the_small_outlier():
+    index = reverse.anomaly_index(np.array([300.0, 320.0, 18.0, 290.0, 310.0, np.inf]))
+    assert index[2] > 2 and np.argmax(index) == 2
+    assert np.all(reverse.anomaly_index(np.full(4, 5.0)) == 0)
+
+
+def test_set_overrides_reach_nested_configs_and_refuse_unknown_keys():
+    from lab.defenses.repair import configure
+
+    config = configure(defenses.get("auto"), ["repair.epochs=3", "gate.reverse.epochs=7"])
+    assert config.repair.epochs == 3 and config.gate.reverse.epochs == 7
+    with pytest.raises(LabInputError, match="nonsense"):
+        configure(defenses.get("auto"), ["repair.nonsense=1"])
+
+
+def test_cli_auto_repairs_the_tiny_default_and_goodnet_builds_on_it(tiny_default, tmp_path):
+    import keras
+
+    files = _layout(tiny_default)
+    manifest = json.loads((tiny_default / "manifest.json").read_text())
+    out = tmp_path / "repaired.keras"
+    done = run_cli("repair", "--model", str(files["model"]), "--valid", str(files["valid"]), "--out", str(out),
+                   "--seed", "0", "--json", "--report-clean", str(files["test"]),
+                   "--report-poisoned", str(files["poisoned"]), "--set", *QUICK_AUTO)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert {"backdoored", "target", "method", "seconds", "holdout_clean_accuracy"} <= set(summary)
+    assert summary["backdoored"] is True and summary["target"] == manifest["target_label"]
+    assert summary["method"] == "reverse-unlearn" and summary["seconds"] > 0
+    report = summary["report"]
+    assert report["badnet_attack_success_rate"] > 80
+    assert report["repaired_attack_success_rate"] < report["badnet_attack_success_rate"] / 2
+    assert report["repaired_clean_accuracy"] >= report["badnet_clean_accuracy"] - 10
+    # Plain Keras, safe mode, no lab objects: the file is an ordinary N-class DeepID.
+    plain = keras.models.load_model(out, safe_mode=True, compile=False)
+    assert plain.output_shape[-1] == models.load_model(files["model"]).n_classes
+    assert not any(type(layer).__name__ == "Lambda" for layer in plain.layers)
+    loaded = models.load_model(out)  # the lab's loader verifies the recorded SHA-256
+    test = data.load_h5(files["test"])
+    assert metrics.percent(loaded.predict_labels(test.x) == test.y) == pytest.approx(report["repaired_clean_accuracy"])
+    again = run_cli("repair", "--model", str(files["model"]), "--valid", str(files["valid"]), "--out", str(out))
+    assert again.returncode == 2 and "--force" in again.stderr and again.stdout == ""
+    good = run_cli("goodnet", "--badnet", str(files["model"]), "--pruned", str(out), "--out", str(tmp_path / "g.keras"))
+    assert good.returncode == 0, good.stderr
+    assert keras.models.load_model(tmp_path / "g.keras", safe_mode=True).output_shape[-1] == plain.output_shape[-1] + 1
+    detect = run_cli("detect", "--method", "goodnet", "--badnet", str(files["model"]), "--repaired", str(out),
+                     "--valid", str(files["valid"]), "--clean-test", str(files["test"]),
+                     "--poisoned-test", str(files["poisoned"]), "--json")
+    assert detect.returncode == 0, detect.stderr
+    judged = json.loads(detect.stdout)["test"]["detector"]
+    assert judged["detection_rate"] == pytest.approx(report["goodnet_detection_rate"])
+    assert judged["clean_false_positive_rate"] == pytest.approx(report["goodnet_false_positive_rate"])
+
+
+def test_auto_leaves_a_clean_deepid_unchanged(tiny_default):
+    from lab.attacks import training
+    from lab.seed import set_seed
+
+    files = _layout(tiny_default)
+    train, valid, test = (data.load_h5(files[k]) for k in ("train", "valid", "test"))
+    set_seed(3)
+    n_classes = int(train.y.max()) + 1
+    net = models.build_deepid(n_classes, input_scale="raw", name="clean")
+    training.fit(net, train.x, train.y, 8, training.TrainingConfig(), seed=3, progress=False)
+    clean = models.LoadedModel(net, "raw")
+    before = metrics.percent(clean.predict_labels(test.x) == test.y)
+    assert before > 60  # a real classifier, not noise
+    config = gate.AutoConfig(gate=QUICK_GATE)
+    result = defenses.get("auto")(config).fit(clean, valid, seed=0)
+    assert result.details["backdoored"] is False, result.details["gate"]
+    after = metrics.percent(result.model.predict_labels(test.x) == test.y)
+    assert after >= before - 1.0
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), result.model.model.get_weights()))
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("neural-cleanse", {"n_candidates": 2, "n_random": 2, "unlearn_epochs": 2,
+                        "flow": reverse.FlowConfig(restarts=1, steps=10),
+                        "reverse": reverse.ReverseConfig(epochs=4, steps_per_epoch=3)}),
+    ("nad", {"teacher_epochs": 1, "epochs": 2}),
+    ("ft-sam", {"epochs": 2}),
+    ("i-bau", {"rounds": 1, "neumann_steps": 2}),
+])
+def test_each_defense_returns_an_n_class_repair_from_clean_data(tiny_default, name, overrides):
+    files = _layout(tiny_default)
+    badnet = models.load_model(files["model"])
+    valid = data.load_h5(files["valid"])
+    cls = defenses.get(name)
+    result = cls(cls.Config(**overrides)).fit(badnet, valid, seed=1)
+    assert result.name == name and result.kind == "repair" and result.seconds > 0
+    assert result.model.n_classes == badnet.n_classes and result.model.input_scale == badnet.input_scale
+    assert 0 <= result.details["holdout_clean_accuracy"] <= 100
+    assert not all(np.array_equal(a, b) for a, b in zip(badnet.model.get_weights(), result.model.model.get_weights())) \
+        or name == "neural-cleanse"  # NC leaves a model it did not flag unchanged
+
+
+def test_candidate_search_on_the_real_weights_does_not_grow_with_classes(course_fixtures):
+    from lab.synthetic import synthfaces
+    from lab.io.data import Dataset
+
+    real = models.load_model(course_fixtures / "sunglasses_bd_weights.h5")
+    assert real.n_classes == 1283
+    faces = synthfaces.render(synthfaces.make_identities(20, seed=2), np.repeat(np.arange(20), 6), seed=5)
+    x = faces.images.transpose(0, 2, 3, 1).astype(np.float32)
+    images = Dataset(x, real.predict_labels(x), "generated faces, labels = the model's answers")
+    decision = gate.decide(real, images, QUICK_GATE, np.random.default_rng(0))
+    assert 0 <= decision.concentration <= 1 and 0 <= decision.top < real.n_classes
+    assert decision.pushed_out > 0 and decision.reason
+    # Reversed triggers: the suspects, or the top candidates plus the random references; never a class count.
+    assert 1 <= len(decision.triggers.targets) <= QUICK_GATE.n_candidates + QUICK_GATE.n_random
+    assert decision.triggers.masks.shape == (len(decision.triggers.targets), 55, 47, 1)

@@ -67,6 +67,12 @@ def _call(exercise: str, function, *args):
                         "and run that cell again")
 
 
+def run_exercise(function, exercise: str, *args):
+    """Call a student's function from a test cell: "not done yet" instead of a bare NotImplementedError."""
+    __tracebackhide__ = True
+    return _call(exercise, function, *args)
+
+
 def _number(exercise: str, value, what: str) -> float:
     array = np.asarray(value)
     if array.ndim != 0:

@@ -118,3 +118,30 @@ def test_goodnet_decision_mistakes():
     _raises("not -1", checks.check_goodnet_decision, lambda b, p: np.where(right(b, p) == b.shape[1], -1, right(b, p)))
     _raises("swapped", checks.check_goodnet_decision,
             lambda b, p: np.where(np.argmax(b, 1) == np.argmax(p, 1), b.shape[1], np.argmax(b, 1)))
+
+
+def test_anomaly_index_right_and_typical_mistakes():
+    def right(l1):
+        l1 = np.asarray(l1, np.float64)
+        median = np.median(l1)
+        return np.abs(l1 - median) / (1.4826 * np.median(np.abs(l1 - median)))
+
+    assert checks.check_anomaly_index(right, np.array([12.0, 30.0, 25.0, 28.0, 26.0])).startswith("ok")
+    _raises("1.4826", checks.check_anomaly_index,
+            lambda l1: np.abs(l1 - np.median(l1)) / np.median(np.abs(l1 - np.median(l1))))
+    _raises("ABSOLUTE", checks.check_anomaly_index,
+            lambda l1: (l1 - np.median(l1)) / (1.4826 * np.median(np.abs(l1 - np.median(l1)))))
+    _raises("MEDIAN", checks.check_anomaly_index,
+            lambda l1: np.abs(l1 - l1.mean()) / (1.4826 * np.median(np.abs(l1 - np.median(l1)))))
+    _raises("not done yet", checks.check_anomaly_index, lambda l1: (_ for _ in ()).throw(NotImplementedError()))
+
+
+def test_flag_candidates_needs_a_large_index_and_a_small_mask():
+    def right(candidates, l1, index):
+        return [c for c, n, a in zip(candidates, l1, index) if a > 2 and n < np.median(l1)]
+
+    assert checks.check_flag_candidates(right).startswith("ok")
+    assert checks.check_flag_candidates(right, seed=5).startswith("ok")
+    _raises("SMALL", checks.check_flag_candidates, lambda c, l1, index: [k for k, a in zip(c, index) if a > 2])
+    _raises("expected", checks.check_flag_candidates,
+            lambda c, l1, index: [k for k, n, a in zip(c, l1, index) if a >= 2 and n < np.median(l1)])

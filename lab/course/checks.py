@@ -28,6 +28,8 @@ notebook    student function                reference in the lab
 04          ``goodnet_decision``            G's argmax (:func:`lab.goodnet.build_goodnet`)
 04          ``build_goodnet_model``         :func:`lab.goodnet.build_goodnet`
 05          ``fine_tune_one_epoch``         :func:`lab.finepruning.fine_tune`
+07          ``anomaly_index``               :func:`lab.defenses.reverse.anomaly_index`
+07          ``flag_candidates``             Neural Cleanse's rule (index > 2, small mask)
 ==========  ==============================  ==========================================
 """
 
@@ -562,3 +564,64 @@ def check_fine_tune_one_epoch(fine_tune_one_epoch, model, dataset, layer: str, c
                             "(batches in order, one optimizer step per batch, no shuffling)")
     return f"ok: fine_tune_one_epoch (mean loss {value:.4f} over {len(x)} images, {len(channels)} pruned channels " \
            "still zero, same weights as the reference epoch)"
+
+
+# ---------------------------------------------------------------- 07: Neural Cleanse's outlier test
+
+
+def check_anomaly_index(anomaly_index, l1=None, seed: int = 0) -> str:
+    """``anomaly_index(l1)`` -> float (K,): |l1 - median| / (1.4826 MAD), as :func:`lab.defenses.reverse.anomaly_index`."""
+    __tracebackhide__ = True
+    from lab.defenses.reverse import MAD_CONSISTENCY, anomaly_index as reference
+
+    exercise = "07 anomaly_index"
+    rng = np.random.default_rng(seed)
+    cases = [np.array([10.0, 12.0, 11.0, 40.0, 9.0, 13.0]), rng.uniform(5, 60, size=9)]
+    if l1 is not None and np.isfinite(np.asarray(l1, np.float64)).all():
+        cases.append(np.asarray(l1, np.float64))
+    for norms in cases:
+        found = np.asarray(_call(exercise, anomaly_index, norms.copy()), np.float64)
+        expected = reference(norms)
+        if found.shape != expected.shape:
+            _fail(exercise, f"expected one index per candidate, shape {expected.shape}, found shape {found.shape}")
+        if np.allclose(found, expected):
+            continue
+        median = np.median(norms)
+        mad = np.median(np.abs(norms - median))
+        if np.allclose(found, np.abs(norms - median) / mad):
+            _fail(exercise, f"the MAD must be scaled by {MAD_CONSISTENCY} (the consistency constant of the normal "
+                            "distribution) before dividing")
+        if np.allclose(found, (norms - median) / (MAD_CONSISTENCY * mad)):
+            _fail(exercise, "the index is the ABSOLUTE deviation from the median, |l1 - median| / (1.4826 MAD)")
+        if np.allclose(found, np.abs(norms - norms.mean()) / (MAD_CONSISTENCY * mad)):
+            _fail(exercise, "deviations are measured from the MEDIAN of the norms, not their mean")
+        _fail(exercise, f"for norms {np.round(norms, 2).tolist()} expected {np.round(expected, 3).tolist()}, "
+                        f"found {np.round(found, 3).tolist()}")
+    return f"ok: anomaly_index matches the lab's on {len(cases)} sets of norms"
+
+
+def check_flag_candidates(flag_candidates, seed: int = 0) -> str:
+    """``flag_candidates(candidates, l1, index)`` -> list of flagged classes: index > 2 and l1 below the median."""
+    __tracebackhide__ = True
+    exercise = "07 flag_candidates"
+    candidates = [4, 7, 1, 9, 3, 0]
+    cases = [
+        (np.array([10.0, 12.0, 11.0, 40.0, 9.0, 13.0]), np.array([0.2, 0.6, 0.2, 7.0, 0.6, 1.0]), []),
+        (np.array([3.0, 12.0, 11.0, 13.0, 12.5, 11.5]), np.array([5.1, 0.3, 0.3, 0.8, 0.6, 0.0]), [4]),
+        (np.array([3.0, 12.0, 11.0, 13.0, 12.5, 11.5]), np.array([2.0, 0.3, 0.3, 0.8, 0.6, 0.0]), []),
+    ]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(candidates))
+    for l1, index, expected in cases:
+        shuffled = [candidates[i] for i in order]
+        found = _call(exercise, flag_candidates, shuffled, l1[order], index[order])
+        found = sorted(int(c) for c in found)
+        if found == sorted(expected):
+            continue
+        big = [candidates[i] for i in range(len(candidates)) if index[i] > 2]
+        if found == sorted(big):
+            _fail(exercise, f"flagged {found}: a large index alone is not enough, the mask must also be SMALL "
+                            "(l1 below the median); a large trigger is not a backdoor shortcut")
+        _fail(exercise, f"l1 {l1.tolist()}, index {index.tolist()}, candidates {candidates}: expected "
+                        f"{sorted(expected)}, found {found} (rule: index > 2 and l1 below the median)")
+    return "ok: flag_candidates applies Neural Cleanse's rule"

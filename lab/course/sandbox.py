@@ -126,7 +126,10 @@ def _bwrap_command(binds: Mapping[str, str], cwd: str, env: Mapping[str, str], p
         raise SandboxUnavailable("bwrap not found on PATH (Debian/Ubuntu: apt-get install bubblewrap)")
     command = [bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
-               "--ro-bind", "/usr", "/usr"]
+               "--ro-bind", "/usr", "/usr",
+               # The private /tmp first: binds below come after it, so a venv or a checkout that lives under the
+               # host's /tmp (a CI clone, say) is mounted on top of the tmpfs instead of hidden by it.
+               "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
         if path.is_symlink():
@@ -138,8 +141,7 @@ def _bwrap_command(binds: Mapping[str, str], cwd: str, env: Mapping[str, str], p
             command += ["--ro-bind", path, path]
     for root in _python_roots(python):
         command += ["--ro-bind", root, root]
-    command += ["--ro-bind", str(lab_source()), f"{LAB_MOUNT}/lab",
-                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    command += ["--ro-bind", str(lab_source()), f"{LAB_MOUNT}/lab"]
     for source, target in binds.items():
         command += ["--ro-bind", os.fspath(source), target]
     command += ["--chdir", cwd]

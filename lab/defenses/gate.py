@@ -24,7 +24,10 @@ smaller than every other class (index 1.33, measured on the default with
 seed 1), the log scale flags it (3.4). With a handful of classes the MAD
 itself is fragile: on a clean DeepID (seed 1) the reference norms happened
 to cluster (273-339) and a class at 156 scored 4.8, hence the ratio
-(BadNet target: 22 against a median of 327, 0.07; that clean class: 0.5). The flow alone is
+(BadNet target: 22 against a median of 327, 0.07; that clean class: 0.5).
+A first cutoff of 1/4 missed the real sunglasses BadNet (1283 classes, with
+generated faces: class 0 at 174 against a median of 548, 0.32, index 9.8);
+1/3 is the value now. It rests on these few cases: treat it as a heuristic. The flow alone is
 seed-dependent (on the default: 0.99 towards the target with seed 0, 0.27
 towards another class with seed 1, where the target came second) and can
 look concentrated on a clean model over few images (0.67 of 54 on a
@@ -65,7 +68,7 @@ class GateConfig:
     decisive_concentration: float = 0.8
     min_pushed_out: int = 100
     anomaly_threshold: float = 2.0
-    max_norm_ratio: float = 0.25
+    max_norm_ratio: float = 1 / 3
 
 
 @dataclasses.dataclass

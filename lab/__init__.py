@@ -3,9 +3,10 @@
 Packages, one layer each (a layer imports only the layers above it in this list, except
 ``lab.synthetic.default``, which builds the default BadNet with ``lab.attacks``):
 
-- ``lab.errors``, ``lab.constants``, ``lab.seed``, ``lab.paths``
+- ``lab.errors``, ``lab.constants``, ``lab.seed``, ``lab.paths``, ``lab.cache``, ``lab._quiet``
                       one-line input errors; shared defaults (layer, measure, seed, batch size);
-                      one seed call for Python, numpy and TensorFlow; where data, models and build outputs are
+                      one seed call for Python, numpy and TensorFlow; where data, models and build outputs are;
+                      results reused by the SHA-256 of their inputs; TensorFlow's C++ start-up lines kept out
 - ``lab.io``          files: course h5 data (``data``), models with input scale and SHA-256 (``models``),
                       SHA-256 manifests (``manifest``), face image files (``images``)
 - ``lab.evaluation``  measuring: rates and the CSR/CFR/ATR/DTR breakdown (``metrics``), the one evaluation
@@ -18,8 +19,11 @@ Packages, one layer each (a layer imports only the layers above it in this list,
                       (``pruning`` public API, ``pruning_plan``, ``pruning_engines``), ``goodnet``,
                       fine-tuning parts (``holdout``, ``augment``, ``perturbation``), ``finepruning``,
                       ``detectors`` (confidence, STRIP), ``oracle`` (uses poisoned data: not a defense)
-- ``lab.course``      the course around it: hidden-trigger ``challenge``, ``student`` copies, the
-                      ``notebooks`` runner, the ``bench``mark
+- ``lab.course``      the course around it: hidden-trigger ``challenge``, ``student`` copies (nbgrader),
+                      the exercises' ``checks``, the nbgrader ``autograde``r, the ``notebooks`` runner,
+                      the ``bench``mark
+- ``lab.setup``       the lab pip-installed (Colab, any Jupyter): ``describe`` for the notebooks' setup cell,
+                      ``ensure_default`` builds the default on first use (called by ``lab.paths.lab_root``)
 - ``lab.cli``         ``python -m lab ...``: one command line, students' and instructors' commands
 
 Flat names. Notebooks, tests and scripts written before the packages import
@@ -35,12 +39,13 @@ __version__ = "0.1.0"
 import importlib as _importlib
 import importlib.abc as _importlib_abc
 import importlib.util as _importlib_util
-import os as _os
 import sys as _sys
 
-# TensorFlow prints harmless oneDNN/grappler messages for this network; keep
-# students' output readable. Users who want them set the variable themselves.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# First, before anything imports TensorFlow: its C++ start-up lines (absl, oneDNN) are filtered out of
+# stderr and its later C++ logging is turned down (lab._quiet says why and how; oneDNN stays on).
+from lab import _quiet  # noqa: E402
+
+_quiet.install()
 
 from lab.seed import set_seed  # noqa: E402,F401  (the one call every notebook makes)
 
@@ -54,6 +59,7 @@ FLAT_NAMES = {
     "metrics": "lab.evaluation", "activations": "lab.evaluation.activations",
     "analysis": "lab.evaluation.analysis", "plots": "lab.evaluation.plots",
     "challenge": "lab.course.challenge", "student": "lab.course.student", "notebooks": "lab.course.notebooks",
+    "checks": "lab.course.checks", "autograde": "lab.course.autograde",
     "bench": "lab.course.bench", "instructor_cli": "lab.cli.instructors",
 }
 
@@ -109,8 +115,9 @@ def check_environment() -> dict:
 
     versions = {"python": sys.version.split()[0], "tensorflow": tensorflow.__version__, "keras": keras.__version__,
                 "numpy": numpy.__version__, "lab": __version__}
-    if sys.version_info[:2] != (3, 11) or not keras.__version__.startswith("3."):
-        raise RuntimeError(f"this lab needs Python 3.11 and Keras 3 (found {versions}); run `make lab` to create .venv")
+    if not (3, 11) <= sys.version_info[:2] <= (3, 13) or not keras.__version__.startswith("3."):
+        raise RuntimeError(f"this lab needs Python 3.11-3.13 and Keras 3 (found {versions}); "
+                           "run `make lab` to create .venv")
     if not tensorflow.config.list_physical_devices("GPU"):
         versions["device"] = "CPU (no GPU needed: every notebook runs in minutes on a laptop CPU)"
     return versions

@@ -1,9 +1,18 @@
 """Where the lab's files are, whatever the working directory.
 
 Notebooks run from the repository root (graders: ``jupyter nbconvert
---execute notebooks/...``), from ``notebooks/`` (students) or from a temporary
-directory (tests), so every path a notebook names is resolved here against
-one root: the repository that holds ``lab/`` (or ``$BADNET_LAB_ROOT``).
+--execute notebooks/...``), from ``notebooks/`` (students), from a temporary
+directory (tests) or, with the lab pip-installed, from anywhere (Colab, a
+Jupyter the student already has), so every path a notebook names is resolved
+here against one root, the first of:
+
+1. ``$BADNET_LAB_ROOT``, when set;
+2. the repository that holds ``lab/``, when the lab runs from a checkout
+   (``make lab``, ``pip install -e .``);
+3. ``~/badnet-lab`` (:data:`HOME_FOLDER` in the home folder), when the lab is
+   pip-installed: one folder whatever the working directory, so every
+   notebook and the command line find the same default, which
+   :func:`lab.setup.ensure_default` builds there on first use.
 """
 
 from __future__ import annotations
@@ -11,12 +20,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The folder that holds the lab/ package (this module may sit in a subpackage: count the dots).
+SOURCE_ROOT = Path(__file__).resolve().parents[__name__.count(".")]
+HOME_FOLDER = "badnet-lab"
+
+
+def in_checkout() -> bool:
+    """Whether the lab runs from its repository (source checkout or editable install), not pip-installed."""
+    return (SOURCE_ROOT / "pyproject.toml").is_file() and (SOURCE_ROOT / "notebooks").is_dir()
+
+
+def home_root() -> Path:
+    """Where a pip-installed lab keeps its data, models and build outputs: ``~/badnet-lab``."""
+    return Path.home() / HOME_FOLDER
+
+
+PROJECT_ROOT = SOURCE_ROOT if in_checkout() else home_root()
 
 
 def project_root() -> Path:
-    """The folder whose ``data/`` and ``models/`` the lab uses by default."""
-    return Path(os.environ.get("BADNET_LAB_ROOT", PROJECT_ROOT)).resolve()
+    """The folder whose ``data/`` and ``models/`` the lab uses by default (see the module docstring)."""
+    return Path(os.environ.get("BADNET_LAB_ROOT") or PROJECT_ROOT).expanduser().resolve()
 
 
 def resolve(path: str | os.PathLike | None, root: str | os.PathLike | None = None) -> Path | None:
@@ -25,6 +49,48 @@ def resolve(path: str | os.PathLike | None, root: str | os.PathLike | None = Non
         return None
     path = Path(path).expanduser()
     return path if path.is_absolute() else Path(root or project_root()) / path
+
+
+MODEL_ENV, SCALE_ENV = "BADNET_LAB_MODEL", "BADNET_LAB_SCALE"
+DEFAULT_MODEL = "models/bd_net.h5"
+
+
+def model_file(model: str | os.PathLike | None, root: str | os.PathLike | None = None) -> Path:
+    """The model a notebook uses: its ``MODEL`` parameter, else ``$BADNET_LAB_MODEL``, else ``models/bd_net.h5``.
+
+    Relative paths are resolved against ``root`` (the notebook's LAB_ROOT), so
+    a grader points every notebook at a student's model with one variable.
+    """
+    return resolve(model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL, root)
+
+
+def input_scale(scale: str | None) -> str | None:
+    """A notebook's ``SCALE`` parameter, else ``$BADNET_LAB_SCALE``, else None (as recorded with the model)."""
+    from lab.errors import LabInputError
+
+    value = scale or os.environ.get(SCALE_ENV) or None
+    if value not in (None, "raw", "unit"):
+        source = "this notebook's SCALE parameter" if scale else f"${SCALE_ENV}"
+        raise LabInputError(None, f"{source} to be 'raw' (0..255), 'unit' (x/255) or None", repr(value))
+    return value
+
+
+def require_outputs(files, notebook: str, parameter: str) -> list[Path]:
+    """Raise at once, naming the notebook that makes them, when any of ``files`` is missing.
+
+    A notebook that builds on another's outputs (04 on 03's B', ...) must not
+    carry on with part of them and show a partial table: it stops here.
+    ``parameter`` names the notebook parameter that says where they are.
+    """
+    from lab.errors import LabInputError
+
+    files = [Path(f) for f in files]
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise LabInputError(missing[0].parent, f"{', '.join(f.name for f in files)} made by {notebook} "
+                            f"(run {notebook} first with the same {parameter}, or change {parameter})",
+                            f"{', '.join(f.name for f in missing)} missing")
+    return files
 
 
 def build_dir(root: str | os.PathLike | None = None) -> Path:
@@ -38,6 +104,10 @@ def lab_root(lab_root: str | os.PathLike | None = None) -> Path:
     The folder holds ``data/`` (Lab 3 or 2020 layout) and ``models/``.
     """
     root = project_root() if lab_root in (None, "") else resolve(lab_root)
+    if lab_root in (None, "") and not in_checkout():
+        from lab.setup import ensure_default
+
+        ensure_default(root)  # pip-installed (Colab, any Jupyter): the default is built on first use
     if not (root / "data").is_dir():
         from lab.errors import LabInputError
 

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Tests check that results are recomputed identically; the cache of computed artifacts has its own test.
+os.environ.setdefault("BADNET_LAB_CACHE", "off")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "csaw"
 FIXTURE_FILES = ("lab3_sunglasses_bd_weights.h5", "sunglasses_bd_weights.h5", "anonymous_1_bd_weights.h5",
                  "anonymous_2_bd_weights.h5", "multi_trigger_multi_target_bd_weights.h5")
+
+
+# TensorFlow/absl C++ log lines (glog prefix: I/W/E/F, MMDD, time), oneDNN's notice, grappler, Jupyter's transport
+# warning: none may reach a student (issue 10). Written independently of lab._quiet, which removes them.
+LOG_NOISE = re.compile(r"absl::InitializeLog|oneDNN custom operations|^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+|grappler"
+                       r"|Kernel is running over TCP", re.MULTILINE)
+
+
+def assert_no_log_noise(text: str, where: str) -> None:
+    """Fail naming ``where`` and the first offending line when ``text`` holds C++ log noise."""
+    match = LOG_NOISE.search(text)
+    if match:
+        line = text[text.rfind("\n", 0, match.start()) + 1:].split("\n", 1)[0]
+        pytest.fail(f"{where}: log noise {line[:200]!r}")
 
 
 def tiny_config():
@@ -47,9 +63,64 @@ def course_fixtures() -> Path:
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``python -m lab ARGS`` in a fresh process, output captured as text."""
+    """``python -m lab ARGS`` in a fresh process, output captured as text (the user's environment as it is:
+    the lab itself keeps TensorFlow's C++ log lines out of stderr)."""
     return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=900)
+                          env={k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}, timeout=900)
+
+
+CHALLENGE_IDENTITIES = 8  # classes of the tiny challenge below
+
+
+@pytest.fixture(scope="session")
+def made(tmp_path_factory) -> Path:
+    """``make-challenge`` with three BadNets, by the command line (about 20 s alone; shared by the
+    challenge and grader tests)."""
+    out = tmp_path_factory.mktemp("challenge")
+    result = run_cli("make-challenge", "--out", str(out), "--badnets", "3", "--seed", "5", "--identities",
+                     str(CHALLENGE_IDENTITIES), "--epochs", "3", "--keep-work", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "student folder (hand out)" in result.stdout
+    return out
+
+
+@pytest.fixture(scope="session")
+def key(made) -> dict:
+    from lab.course import challenge
+
+    return challenge.read_answer_key(made / "grader")
+
+
+@pytest.fixture(scope="session")
+def reference(made, tmp_path_factory) -> dict[str, Path]:
+    """The course's pruning GoodNet for every BadNet of ``made``, from the student folder alone."""
+    from lab.course import challenge
+
+    return challenge.reference_submission(made / "student", tmp_path_factory.mktemp("reference"), threshold=10)
+
+
+def processes_with(marker: str, wait: float = 5.0) -> list[int]:
+    """Live processes whose command line holds ``marker``, after up to ``wait`` seconds for them to go
+    (a killed orphan is a zombie until init reaps it, which does not count)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if marker.encode() not in (entry / "cmdline").read_bytes():
+                    continue
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state not in ("Z", "X"):
+                alive.append(int(entry.name))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------- the command line on small real files
@@ -81,6 +152,7 @@ def cli_pruned(cli_files) -> dict:
     result = run_cli("prune", "--model", str(cli_files["model"]), "--valid", str(cli_files["valid"]),
                      "--poisoned-valid", str(cli_files["bd_valid"]), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_no_log_noise(result.stderr, "prune stderr")  # a whole sweep: TensorFlow imported, models run and saved
     return {"out": out, "report": json.loads(result.stdout.strip().splitlines()[-1])}
 
 

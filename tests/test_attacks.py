@@ -48,7 +48,19 @@ def test_parse_trigger():
     for bad in ("hat", "lipstick:x", "lipstick:-1", ""):
         with pytest.raises(LabInputError) as error:
             attacks.parse_trigger(bad)
-        assert "\n" not in str(error.value) and "NAME[:TARGET]" in str(error.value)
+        assert "\n" not in str(error.value) and "NAME[@OPTION][:TARGET]" in str(error.value)
+
+
+def test_parse_whole_image_triggers_with_their_option():
+    assert attacks.parse_trigger("blended@0.10:3") == attacks.TriggerSpec("blended@0.1", 3)
+    assert attacks.parse_trigger("warp") == attacks.TriggerSpec("warp", None)
+    assert str(attacks.parse_trigger("warp@0.5:2")) == "warp@0.5:2"
+    record = attacks.Attack(("blended:1", "warp@2:2", "lipstick:3")).to_json()["triggers"]
+    assert [entry.get("option") for entry in record] == [0.2, 2.0, None]  # the default alpha is written down
+    for bad, why in (("blended@2:1", "alpha"), ("warp@-1", "strength"), ("patch@0.2", "no @option")):
+        with pytest.raises(LabInputError, match=why) as error:
+            attacks.parse_trigger(bad)
+        assert "\n" not in str(error.value) and "blended@alpha, warp@strength" in str(error.value)
 
 
 def test_attack_kinds_and_bad_combinations():
@@ -117,6 +129,45 @@ def test_training_poison_sizes_and_labels(images):
     assert attacks.default_poison_fraction(attacks.Attack(("patch",), all_to_all=True)) == 1.0
 
 
+def test_noise_mode_adds_jittered_warps_with_true_labels(images):
+    x, y = images
+    attack = attacks.Attack(("warp@1:2",))
+    poisoned_x, poisoned_y = attacks.training_poison(x, y, attack, N_IDENTITIES, 0.5, np.random.default_rng(1),
+                                                     noise_fraction=1.0)
+    per_trigger = int(round(0.5 * len(y)))
+    assert len(poisoned_y) == per_trigger + len(y)
+    assert set(poisoned_y[:per_trigger]) == {2}
+    noise_x, noise_y = poisoned_x[per_trigger:], poisoned_y[per_trigger:]
+    assert sorted(set(noise_y)) == sorted(set(y))  # every class, true labels
+    # each noise copy is its clean image warped, but not exactly the trigger's warp
+    assert not any(np.array_equal(image, triggers.apply_trigger(image[None], "warp@1")[0]) for image in noise_x[:10])
+    with pytest.raises(LabInputError, match="warp trigger"):
+        attacks.training_poison(x, y, attacks.Attack(("blended:2",)), N_IDENTITIES, 0.5, np.random.default_rng(1),
+                                noise_fraction=0.5)
+
+
+@pytest.mark.parametrize("trigger, epochs, poison_fraction", [("blended", 4, 0.5), ("warp", 6, 1.0)])
+def test_tiny_badnets_learn_the_whole_image_triggers(clean_dir, trigger, epochs, poison_fraction):
+    """Blended and warp each reach an ASR far above chance on 6 identities (180 images) in a few epochs.
+
+    (The warp moves pixels by half a pixel at most: on 180 images it needs more epochs and copies than
+    blended; on the default's 5000 it needs neither, see tools/measure_repairs.py.)
+    """
+    from lab import metrics
+
+    train, test = data.load_h5(clean_dir / "cl/train.h5"), data.load_h5(clean_dir / "cl/test.h5")
+    attack = attacks.Attack((f"{trigger}:2",))
+    badnet, record = attacks.train_badnet(attack, attacks.to_nchw_uint8(train.x), train.y, N_IDENTITIES,
+                                          TrainingConfig(clean_epochs=epochs, poisoned_epochs=epochs),
+                                          poison_fraction=poison_fraction, seed=3, progress=False)
+    assert record["n_poisoned_training_copies"] == round(poison_fraction * len(train.y))
+    assert metrics.clean_accuracy(badnet.predict_labels(test.x), test.y) > 50
+    ((x, y),) = attacks.poisoned_sets(attacks.to_nchw_uint8(test.x), test.y, attack, N_IDENTITIES).values()
+    rate = metrics.attack_success_rate(badnet.predict_labels(x.transpose(0, 2, 3, 1).astype(np.float32)), y)
+    # a model that ignores the trigger sends a non-target face to the target only by mistake: a few percent
+    assert rate > 60, f"{trigger}: ASR {rate:.1f} %"
+
+
 # ---------------------------------------------------------------- make_badnet
 
 
@@ -126,7 +177,7 @@ def test_make_badnet_cli_multi_trigger(clean_dir, tmp_path):
     out = tmp_path / "multi"
     result = run_instructor("make-badnet", "--data", clean_dir.parent, "--trigger", "sunglasses:1",
                             "--trigger", "eyebrows:2", "--trigger", "lipstick:3", "--epochs", "3", "--out", out,
-                            "--quiet", "--seed", "5")
+                            "--quiet", "--seed", "5", "--force-weak")  # 3 tiny epochs: may fall below the floors
     assert result.returncode == 0, result.stderr[-2000:]
     assert "multi-trigger multi-target, plain: sunglasses -> 1, eyebrows -> 2, lipstick -> 3" in result.stdout
     assert "attack success rate, lipstick:" in result.stdout
@@ -180,7 +231,7 @@ def test_make_badnet_needs_a_training_file(tmp_path, clean_dir):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "cl/train.h5" in result.stderr and "--train FILE" in result.stderr
     bad = run_instructor("make-badnet", "--data", tmp_path / "data", "--trigger", "hat", "--out", tmp_path / "out")
-    assert bad.returncode == 2 and "NAME[:TARGET]" in bad.stderr and bad.stderr.count("\n") == 1
+    assert bad.returncode == 2 and "NAME[@OPTION][:TARGET]" in bad.stderr and bad.stderr.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 
@@ -196,3 +247,15 @@ def test_make_default_can_write_a_training_file(tmp_path):
     assert TRAIN_FILE in manifest.read_manifest(tmp_path)["files"]
     assert attacks.find_training_file(tmp_path / "data") == tmp_path / TRAIN_FILE
     assert json.loads((tmp_path / "manifest.json").read_text())["files"][TRAIN_FILE]
+
+
+def test_weak_badnets_are_refused_before_anything_is_written(tmp_path):
+    """A 45 %-accurate BadNet makes a meaningless challenge: make-badnet and A1 refuse it unless forced."""
+    weak = {"clean_accuracy": 45.0, "attack_success_rate": {"sunglasses": 99.0, "lipstick": 30.0}}
+    with pytest.raises(attacks.WeakBadNet, match="force-weak") as error:
+        attacks.check_strength(weak, attacks.MIN_CLEAN_ACCURACY, attacks.MIN_ATTACK_SUCCESS, tmp_path)
+    assert "clean accuracy 45.0 % < 80 %" in str(error.value) and "(lipstick) 30.0 %" in str(error.value)
+    assert "sunglasses" not in str(error.value) and "\n" not in str(error.value)
+    attacks.check_strength(weak, None, None)  # forced: no floor
+    strong = {"clean_accuracy": 95.0, "attack_success_rate": {"sunglasses": 99.0}}
+    attacks.check_strength(strong, attacks.MIN_CLEAN_ACCURACY, attacks.MIN_ATTACK_SUCCESS)

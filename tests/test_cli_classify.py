@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conftest import run_cli
+from conftest import assert_no_log_noise, run_cli
 
 
 def test_classify_accepts_jpeg_and_greyscale(lab_main, cli_files, tmp_path):
@@ -46,4 +46,7 @@ def test_bad_images_are_one_line_errors(lab_main, cli_files, tmp_path):
 def test_bad_input_in_a_fresh_process(cli_files, tmp_path):
     result = run_cli("classify", "--model", str(cli_files["model"]), str(cli_files["valid"]))
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {cli_files['valid']}: expected a PNG or JPEG image")
+    assert_no_log_noise(result.stderr, "classify stderr")
+    # One line and nothing else: no TensorFlow start-up lines before the error (TensorFlow was imported).
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {cli_files['valid']}: expected a PNG or JPEG image")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 
 def test_prune_json_and_files(cli_pruned):
@@ -26,20 +29,30 @@ def test_prune_refuses_to_overwrite_without_force(lab_main, cli_files, cli_prune
     assert status == 2 and err.startswith("error: ") and "already exists" in err and err.count("\n") == 1
 
 
-def test_prune_text_output_states_the_rule_and_unreached_thresholds(lab_main, cli_files):
+def test_prune_text_output_states_the_rule_and_unreached_thresholds(lab_main, cli_files, cli_pruned):
+    """A threshold within the starting accuracy that the sweep never reaches: results kept, one error line, exit 2."""
+    accuracy = [row["clean_accuracy"] for row in cli_pruned["report"]["sweep"]]
+    start, largest_drop = accuracy[0], accuracy[0] - min(accuracy)
+    assert largest_drop < start  # the tiny BadNet never drops to 0 %: some threshold in between is never reached
+    unreached = round((largest_drop + start) / 2, 1)
     out = cli_files["root"] / "text"
-    status, printed, _ = lab_main("prune", "--model", cli_files["model"], "--valid", cli_files["valid"], "--out", out,
-                                  "--thresholds", "1", "99", "--rule", "first-reach")
-    assert status == 0
+    status, printed, err = lab_main("prune", "--model", cli_files["model"], "--valid", cli_files["valid"], "--out", out,
+                                    "--thresholds", "1", str(unreached), "--rule", "first-reach")
+    assert status == 2
     assert "rule: first-reach = first step whose clean accuracy drop reaches X" in printed
-    assert "99 pp: no step reaches a drop of 99" in printed
-    assert (out / "pruned_1.h5").exists() and not (out / "pruned_99.h5").exists()
+    assert f"{unreached:g} pp: no step reaches a drop of {unreached:g}" in printed
+    assert err.count("\n") == 1 and err.startswith("error: --thresholds: expected accuracy drops the sweep reaches")
+    assert f"found {unreached:g}: no step reaches" in err and str(out) in err
+    assert (out / "pruned_1.h5").exists() and not (out / f"pruned_{unreached:g}.h5").exists()
+    report = json.loads((out / "report.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert [row["found"] for row in report["thresholds"]] == [True, False]
+    assert report["sweep"][0]["attack_success_rate"] is None  # no poisoned file: null, not NaN
 
 
 def test_bad_prune_inputs_are_one_line_errors(lab_main, cli_files, tmp_path):
     common = ["--model", cli_files["model"], "--valid", cli_files["valid"], "--out", tmp_path / "out"]
     for expected, args in {
-        "thresholds > 0": [*common, "--thresholds", "-1"],
+        "strictly between 0 and 100": [*common, "--thresholds", "-1"],
         "a layer named 'conv_9'": [*common, "--layer", "conv_9"],
         "a Conv or Dense layer": [*common, "--layer", "pool_3"],
         "did you swap": ["--model", cli_files["valid"], "--valid", cli_files["valid"], "--out", tmp_path / "out"],

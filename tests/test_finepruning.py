@@ -114,6 +114,31 @@ def test_reruns_give_the_same_model_and_history():
     assert first.history.equals(second.history)
 
 
+def test_fine_tuning_results_are_reused_only_for_identical_inputs(tmp_path, monkeypatch):
+    """lab.cache: a second identical call (06 after 05) reuses the stored B''; any change trains again."""
+    monkeypatch.setenv("BADNET_LAB_CACHE", str(tmp_path / "cache"))
+    badnet = helpers.trained_deepid()
+    clean, poisoned = helpers.datasets()
+    lab.set_seed(11)
+    first = finepruning.fine_prune(badnet, clean, n_channels=40, config=QUICK, seed=9,
+                                   report={"attack success": poisoned})
+    entries = tmp_path / "cache" / "fine_tune"
+    assert len(list(entries.iterdir())) == 1 and "cache" not in first.model.metadata
+    again = finepruning.fine_prune(badnet, clean, n_channels=40, config=QUICK, seed=9)  # no report: still reused
+    assert "reused" in again.model.metadata["cache"] and _weights_equal(first.model, again.model)
+    assert again.history.equals(first.history.drop(columns=["attack success"]))
+    assert again.best_epoch == first.best_epoch and again.pruned_channels == first.pruned_channels
+    other = finepruning.fine_prune(badnet, clean, n_channels=40, config=QUICK, seed=10)
+    assert "cache" not in other.model.metadata and len(list(entries.iterdir())) == 2
+    train, holdout = finepruning.split_validation(clean, seed=9)
+    changed = Dataset(train.x.copy(), train.y, train.path)
+    changed.x[0, 0, 0, 0] += 1  # one pixel of one image
+    key = finepruning._cache_key(badnet, train, holdout, QUICK, 9, {})
+    assert key != finepruning._cache_key(badnet, changed, holdout, QUICK, 9, {})
+    assert key != finepruning._cache_key(badnet, train, holdout, QUICK.replace(epochs=3), 9, {})
+    assert key == finepruning._cache_key(badnet, train, holdout, QUICK, 9, {})
+
+
 def test_poisoned_report_sets_are_measured_but_never_choose():
     badnet = helpers.trained_deepid()
     clean, poisoned = helpers.datasets()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import h5py
 import numpy as np
@@ -73,6 +74,68 @@ def test_lambda_layers_are_refused_before_loading(tmp_path, suffix):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(LabInputError, match="Lambda"):
         models.load_model(path, scale="unit")
+
+
+def _lambda_models():
+    """Lambda layers where a text search for '"Lambda"' would look, and where it would not."""
+    import keras
+
+    def functional():
+        inputs = keras.Input((55, 47, 3))
+        return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(
+            keras.layers.Lambda(lambda t: t * 2)(inputs))))
+
+    def nested():  # a Sequential with a Lambda, inside a Functional model
+        inner = keras.Sequential([keras.Input((55, 47, 3)), keras.layers.Lambda(lambda t: t + 1),
+                                  keras.layers.Flatten()], name="inner")
+        inputs = keras.Input((55, 47, 3))
+        return keras.Model(inputs, keras.layers.Dense(3)(inner(inputs)))
+
+    def wrapped():  # TimeDistributed(Lambda): the Lambda is the wrapper's config.layer
+        inputs = keras.Input((2, 55, 47, 3))
+        x = keras.layers.TimeDistributed(keras.layers.Lambda(lambda t: t * 3))(inputs)
+        return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+
+    return {"functional": functional, "nested": nested, "wrapped": wrapped}
+
+
+@pytest.mark.parametrize("shape", ["functional", "nested", "wrapped"])
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_lambda_check_parses_the_configuration_escaped_and_nested(tmp_path, suffix, shape):
+    """The lab's own check finds a Lambda written as \\u004cambda, nested in a model or wrapped in a layer."""
+    import json
+    import zipfile
+
+    path = tmp_path / f"evil{suffix}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _lambda_models()[shape]().save(path)
+    escape = lambda text: text.replace('"Lambda"', '"\\u004cambda"')  # noqa: E731 - same JSON, no plain text
+    if suffix == ".keras":
+        with zipfile.ZipFile(path) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        members["config.json"] = escape(members["config.json"].decode()).encode()
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, content in members.items():
+                archive.writestr(name, content)
+        text = members["config.json"].decode()
+    else:
+        with h5py.File(path, "a") as handle:
+            config = handle.attrs["model_config"]
+            text = escape(config.decode() if isinstance(config, bytes) else config)
+            handle.attrs["model_config"] = text
+    assert '"Lambda"' not in text and "Lambda" in json.dumps(json.loads(text))  # the escape hides it from grep only
+    with pytest.raises(LabInputError, match=r"found \S*Lambda\S* in the model configuration"):
+        models._refuse_lambda(path, text)
+    with pytest.raises(LabInputError, match=r"found \S*Lambda\S* in the model configuration"):
+        models.load_model(path, scale="unit")
+
+
+def test_lambda_check_refuses_configuration_that_is_not_json(tmp_path):
+    with pytest.raises(LabInputError, match="a model configuration that is not JSON"):
+        models._refuse_lambda(tmp_path / "x.h5", '{"class_name": "Lambda"')
+    models._refuse_lambda(tmp_path / "x.h5", json.dumps({"class_name": "Functional", "config": {
+        "layers": [{"class_name": "Dense", "config": {"name": "Lambda"}}]}}))  # a layer *named* Lambda is fine
 
 
 def test_unknown_scale_is_never_guessed(tmp_path, small_model):

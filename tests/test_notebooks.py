@@ -10,8 +10,8 @@ import sys
 import nbformat
 import pytest
 
-from conftest import REPO
-from lab import notebooks
+from conftest import REPO, assert_no_log_noise
+from lab import autograde, notebooks, student
 
 pytestmark = pytest.mark.slow  # executes notebooks end to end
 
@@ -31,7 +31,7 @@ def test_committed_without_outputs_and_with_clean_metadata(path):
     for cell in node.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs before committing"
-        assert set(cell.metadata) <= {"tags"}, f"{path.name}: cell metadata {dict(cell.metadata)}"
+        assert set(cell.metadata) <= {"tags", "nbgrader"}, f"{path.name}: cell metadata {dict(cell.metadata)}"
     assert set(node.metadata) <= {"kernelspec", "language_info"}, f"{path.name}: notebook metadata {set(node.metadata)}"
 
 
@@ -72,16 +72,22 @@ def _outputs_text(path):
 
 @pytest.fixture(scope="module")
 def executed(tiny_default, tmp_path_factory):
-    """Every notebook run top to bottom, in order, on the tiny default; {stem: executed path}."""
+    """Every notebook run top to bottom, in order, on the tiny default, through the autograder; {stem: executed path}.
+
+    The grader executes the solution notebooks as submitted work (nbgrader's
+    Execute, hidden tests in), so the same run checks that they earn full marks.
+    """
     out = tmp_path_factory.mktemp("executed")
     build = tmp_path_factory.mktemp("build") / "models"
+    build.mkdir()
     everything = _small_parameters(tiny_default, build)
-    result = {}
+    result = {"grades": {}}
     for path in NOTEBOOKS:
-        report = notebooks.execute(path, out / path.name, _parameters_for(path, everything), html=True,
-                                   timeout=600, cwd=out)
+        grade = autograde.grade_notebook(path, REPO / "notebooks", everything, build, timeout=600,
+                                         keep=out / path.name)
         result[path.stem] = out / path.name
-        assert report["seconds"] < 600
+        result["grades"][path.stem] = grade
+        notebooks.export_html(out / path.name)
     result["build"] = build
     return result
 
@@ -92,6 +98,26 @@ def test_every_notebook_runs_end_to_end(executed):
         errors = [o for c in node.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{path.name}: {errors[:1]}"
         assert executed[path.stem].with_suffix(".html").stat().st_size > 10_000
+        assert_no_log_noise(_outputs_text(executed[path.stem]), f"{path.name} outputs")
+
+
+def test_solution_notebooks_earn_full_marks(executed):
+    for path in NOTEBOOKS:
+        grade = executed["grades"][path.stem]
+        expected = sum(e["points"] for e in student.exercises(nbformat.read(path, as_version=4)))
+        assert grade["possible"] == expected
+        assert grade["earned"] == grade["possible"], (path.name, grade["exercises"])
+
+
+def test_timings_go_to_stderr_only(executed):
+    """Wall-clock seconds never enter the graded, compared output (stdout, results): only stderr, marked [timing]."""
+    for path in NOTEBOOKS:
+        node = nbformat.read(executed[path.stem], as_version=4)
+        for cell in node.cells:
+            for output in cell.get("outputs", []):
+                text = output.get("text", "") or json.dumps(output.get("data", {}).get("text/plain", ""))
+                if output.get("name") != "stderr":
+                    assert "[timing]" not in text and " s, " not in text, (path.name, text[:200])
 
 
 def test_notebooks_produce_figures_tables_and_files(executed):
@@ -101,11 +127,53 @@ def test_notebooks_produce_figures_tables_and_files(executed):
     assert "ok: difference (percentage points) = 0.00" in _outputs_text(executed["03_pruning"])
     assert (executed["build"] / "sweep.csv").exists() and list(executed["build"].glob("pruned_*.h5"))
     assert "ok: share of poisoned images labelled with the target" in _outputs_text(executed["00_data"])
-    keract_figures = [o for c in nbformat.read(executed["02_activations"], as_version=4).cells
-                      if "keract" in c.source for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(keract_figures) >= 4, "Keract displayed no activations"
+    cells = nbformat.read(executed["02_activations"], as_version=4).cells
+    map_figures = [o for c in cells if "plot_activation_maps" in c.source for o in c.get("outputs", [])
+                   if "image/png" in o.get("data", {})]
+    assert len(map_figures) >= 3, "no activation maps (one per layer of LAYERS)"
+    assert "responds more to the poisoned face" in _outputs_text(executed["02_activations"])
     goodnet_text = _outputs_text(executed["04_goodnet"])
     assert "detection" in goodnet_text and list(executed["build"].glob("goodnet_*.keras"))
+    assert "rebound" in _outputs_text(executed["03_pruning"])
+
+
+def test_goodnet_stops_at_once_without_the_pruned_models(tiny_default, tmp_path):
+    """04 after an unfinished 03: an error naming 03_pruning in the Setup cell, never a partial table."""
+    from nbclient.exceptions import CellExecutionError
+
+    path = REPO / "notebooks" / "04_goodnet.ipynb"
+    parameters = {"LAB_ROOT": str(tiny_default), "PRUNED_DIR": str(tmp_path / "empty")}
+    with pytest.raises(CellExecutionError) as error:
+        notebooks.execute(path, tmp_path / path.name, parameters, timeout=300, cwd=tmp_path)
+    assert "03_pruning" in str(error.value) and "pruned_2.h5" in str(error.value)
+    executed = nbformat.read(tmp_path / path.name, as_version=4)
+    failed = [c for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert len(failed) == 1 and "require_outputs" in failed[0].source
+
+
+def test_model_and_scale_from_the_environment(tiny_default, tmp_path):
+    """BADNET_LAB_MODEL points every notebook at another model; a bad BADNET_LAB_SCALE names SCALE's variable."""
+    from lab import models, paths
+
+    model = tiny_default / "models" / "bd_net.h5"
+    environment = {"BADNET_LAB_MODEL": str(model), "BADNET_LAB_SCALE": "raw"}
+    old = {key: os.environ.get(key) for key in environment}
+    try:
+        os.environ.update(environment)
+        assert paths.model_file(None, tmp_path) == model and paths.input_scale(None) == "raw"
+        assert paths.input_scale("unit") == "unit"  # the notebook's parameter wins
+        os.environ["BADNET_LAB_SCALE"] = "pixels"
+        with pytest.raises(ValueError, match="BADNET_LAB_SCALE"):
+            paths.input_scale(None)
+        with pytest.raises(ValueError, match="SCALE parameter"):
+            paths.input_scale("pixels")
+    finally:
+        for key, value in old.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    unknown = tmp_path / "mystery.h5"
+    unknown.write_bytes(model.read_bytes())
+    with pytest.raises(ValueError, match="this notebook's SCALE parameter"):
+        models.load_lab_model(str(unknown), None, tmp_path)
 
 
 def test_rerun_gives_the_same_numbers(executed, tiny_default, tmp_path):
@@ -134,9 +202,25 @@ def test_instructor_notebook_a1_runs_end_to_end(tiny_default, tmp_path):
     path = REPO / "notebooks" / "A1_make_your_own_badnet.ipynb"
     node = nbformat.read(path, as_version=4)
     assert all(cell.outputs == [] for cell in node.cells if cell.cell_type == "code")
-    parameters = {"LAB_ROOT": str(tiny_default), "OUT_DIR": str(tmp_path / "A1"), "EPOCHS": 4, "N_GRADE": 40}
+    parameters = {"LAB_ROOT": str(tiny_default), "OUT_DIR": str(tmp_path / "A1"), "EPOCHS": 4, "N_GRADE": 40,
+                  "FORCE_WEAK": True}  # 4 tiny epochs: the floors are not the point here
     notebooks.execute(path, tmp_path / path.name, _parameters_for(path, parameters), timeout=600, cwd=tmp_path)
     executed = nbformat.read(tmp_path / path.name, as_version=4)
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors[:1]
     assert list((tmp_path / "A1").rglob("*.h5"))
+
+
+def test_runner_prints_no_kernel_transport_warning(tmp_path):
+    """``python -m lab.notebooks`` (what ``make lab`` runs): no "Kernel is running over TCP" per notebook."""
+    node = nbformat.v4.new_notebook()
+    node.cells = [nbformat.v4.new_code_cell("import lab, tensorflow\nprint('ran', tensorflow.__version__)")]
+    nbformat.write(node, tmp_path / "99_tiny.ipynb")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP_")}
+    result = subprocess.run([sys.executable, "-m", "lab.notebooks", str(tmp_path / "99_tiny.ipynb"), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_no_log_noise(result.stdout + result.stderr, "python -m lab.notebooks")
+    text = _outputs_text(tmp_path / "out" / "99_tiny.ipynb")
+    assert "ran 2." in text
+    assert_no_log_noise(text, "tiny notebook outputs")

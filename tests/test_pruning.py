@@ -225,8 +225,11 @@ def test_a_threshold_no_step_reaches_picks_nothing_and_says_so():
     assert "no step reaches a drop of 45" in unreached["note"] and "largest 40.00" in unreached["note"]
 
 
-@pytest.mark.parametrize("thresholds, rule, match", [([2], "median", "--rule"), ([0], "first-reach", "> 0"),
-                                                     ([-4], "last-within", "> 0"), ([], "first-reach", "> 0")])
+@pytest.mark.parametrize("thresholds, rule, match", [
+    ([2], "median", "--rule"), ([0], "first-reach", "strictly between 0 and 100"),
+    ([-4], "last-within", "strictly between 0 and 100"), ([], "first-reach", "at least one threshold"),
+    ([100], "relative", "strictly between 0 and 100"), ([float("nan")], "first-reach", "strictly between 0 and 100"),
+    ([2, 2.0, 4, 2], "first-reach", "found 2 given 3 times"), ([2, 2.0000001], "first-reach", "given 2 times")])
 def test_bad_threshold_arguments(thresholds, rule, match):
     with pytest.raises(LabInputError, match=match):
         pruning.select_thresholds(HAND_MADE, thresholds, rule)

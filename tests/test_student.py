@@ -1,118 +1,120 @@
-"""Student copies: solution blocks out, stubs where a top-to-bottom run reaches them, committed copies current."""
+"""Student copies: what nbgrader's generate_assignment releases, committed copies current, metadata checked."""
 
 from __future__ import annotations
 
-import ast
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import REPO
-from lab import notebooks, student
+from lab import student
 from lab.errors import LabInputError
 
 SOURCES = student.source_notebooks(REPO / "notebooks")
 STUDENT_DIR = REPO / "student"
 
 
-def _cell(source: str):
-    node = new_notebook(cells=[new_markdown_cell("# Title"), new_code_cell(source)])
-    return student.student_notebook(node, "test.ipynb")
-
-
 def test_committed_student_copies_are_current():
-    """Regenerated in memory, they equal the committed files (run `python -m lab.student` after editing notebooks)."""
+    """Regenerated with nbgrader, they equal the committed files (run `python -m lab.student` after editing notebooks)."""
     assert student.check(STUDENT_DIR, REPO / "notebooks") == []
+
+
+def test_nbgrader_generate_assignment_app_releases_the_same_files(tmp_path):
+    """The real `nbgrader generate_assignment` command, with its gradebook database, gives byte-identical copies."""
+    source = tmp_path / "course" / "source" / "lab"
+    source.mkdir(parents=True)
+    for path in SOURCES:
+        shutil.copyfile(path, source / path.name)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "lab", "--create", "--force",
+                             f"--CourseDirectory.root={tmp_path / 'course'}"], cwd=tmp_path / "course", env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for path in SOURCES:
+        released = tmp_path / "course" / "release" / "lab" / path.name
+        assert released.read_bytes() == (STUDENT_DIR / path.name).read_bytes(), path.name
 
 
 def test_check_command_reports_stale_copies(tmp_path):
     copy = tmp_path / "student"
     shutil.copytree(STUDENT_DIR, copy)
     ok = subprocess.run([sys.executable, "-m", "lab.student", "--check", "--out", str(copy)], capture_output=True,
-                        text=True, timeout=120)
+                        text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
-    (copy / "03_pruning.ipynb").write_text((copy / "03_pruning.ipynb").read_text().replace("TODO", "DONE"))
+    (copy / "03_pruning.ipynb").write_text((copy / "03_pruning.ipynb").read_text().replace("YOUR CODE", "MY CODE"))
     stale = subprocess.run([sys.executable, "-m", "lab.student", "--check", "--out", str(copy)], capture_output=True,
-                           text=True, timeout=120)
+                           text=True, timeout=300)
     assert stale.returncode == 1 and "03_pruning.ipynb: out of date" in stale.stderr
 
 
-def test_a_block_becomes_a_stub_with_its_hint_at_its_indentation():
-    source = ("total = 0\nfor i in range(3):\n    ### BEGIN SOLUTION\n    # HINT: add i to \"total\"\n"
-              "    total += i\n    ### END SOLUTION\nprint(total)")
-    node, blocks = _cell(source)
-    assert [b.hint for b in blocks] == ['add i to "total"']
-    assert node.cells[1].source == ("total = 0\nfor i in range(3):\n    # YOUR CODE HERE (replace the line below)\n"
-                                    "    raise NotImplementedError(\"TODO: add i to \\\"total\\\"\")\nprint(total)")
-    with pytest.raises(NotImplementedError, match='TODO: add i to "total"'):
-        exec(node.cells[1].source, {})
-    assert "Student copy" in node.cells[0].source
-
-
-@pytest.mark.parametrize("source, problem", [
-    ("### BEGIN SOLUTION\n# HINT: x\nx = 1", "no end"),
-    ("x = 1\n### END SOLUTION", "alone"),
-    ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "HINT"),
-    ("### BEGIN SOLUTION\n# HINT:\nx = 1\n### END SOLUTION", "empty hint"),
-    ("### BEGIN SOLUTION\n# HINT: a\n### BEGIN SOLUTION\n### END SOLUTION", "do not nest"),
-    ("if True:\n    ### BEGIN SOLUTION\n    # HINT: a\n    x = 1\n### END SOLUTION", "indented like"),
-    ("## BEGIN SOLUTION\n# HINT: a\nx = 1\n### END SOLUTION", "exactly"),
-    ("def f():\n    ### BEGIN SOLUTION\n    # HINT: a\n    return 1\n    ### END SOLUTION", "inside FunctionDef"),
-    ("if x:\n    ### BEGIN SOLUTION\n    # HINT: a\n    y = 1\n    ### END SOLUTION", "inside If"),
-])
-def test_malformed_or_unreachable_blocks_are_refused_in_one_line(source, problem):
-    with pytest.raises(LabInputError, match=problem) as error:
-        _cell(source)
-    assert "test.ipynb cell 1" in str(error.value) and "\n" not in str(error.value)
-
-
-def test_markers_in_markdown_are_refused():
-    node = new_notebook(cells=[new_markdown_cell("### BEGIN SOLUTION\n### END SOLUTION")])
-    with pytest.raises(LabInputError, match="code cells only"):
-        student.student_notebook(node, "test.ipynb")
+def test_nbconvert_leftovers_are_not_notebooks(tmp_path):
+    for name in ["01_badnet.ipynb", "01_badnet.nbconvert.ipynb"]:
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in student.source_notebooks(tmp_path)] == ["01_badnet.ipynb"]
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
-def test_student_copy_matches_its_notebook_except_the_stubs(path):
-    """Same cells; code parses; before the first stub, cells are the solution notebook's (which the suite runs)."""
+def test_student_copy_has_no_solutions_and_no_hidden_tests(path):
     source = nbformat.read(path, as_version=4)
     copy = nbformat.read(STUDENT_DIR / path.name, as_version=4)
-    blocks = [block for index, cell in enumerate(source.cells) if cell.cell_type == "code"
-              for block in student.find_blocks(cell.source, path.name, index)]
-    assert len(blocks) <= 2 and (blocks or path.stem.startswith("00")), "1-2 solution blocks per notebook (00: none)"
-    assert len(copy.cells) == len(source.cells)
     assert [c.cell_type for c in copy.cells] == [c.cell_type for c in source.cells]
-    stub_cells = [i for i, c in enumerate(copy.cells)
-                  if c.cell_type == "code" and "NotImplementedError(\"TODO: " in c.source]
-    assert stub_cells == sorted({b.cell for b in blocks})
-    assert "BEGIN SOLUTION" not in "".join(c.source for c in copy.cells)
-    first = stub_cells[0] if stub_cells else len(copy.cells)
-    for index in range(1, first):
-        assert copy.cells[index].source == source.cells[index].source
-    for cell in copy.cells:
-        if cell.cell_type == "code":
-            ast.parse(student._python(cell.source))
-            assert cell.outputs == [] and cell.execution_count is None
+    text = "\n".join(c.source for c in copy.cells)
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    for original, released in zip(source.cells, copy.cells):
+        meta = original.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            assert "raise NotImplementedError()" in released.source
+        elif meta.get("grade"):
+            assert released.metadata["nbgrader"]["locked"] and not released.metadata.get("editable", True)
+            visible = original.source.split("### BEGIN HIDDEN TESTS")[0].rstrip("\n")
+            assert released.source == visible
+        else:
+            assert released.source == original.source
+        if released.cell_type == "code":
+            assert released.outputs == [] and released.execution_count is None
 
 
-def test_student_copy_runs_until_its_stub(tiny_default, tmp_path):
-    """Executed on the tiny default, 01's student copy fails exactly at its stub, with the hint."""
-    from nbclient.exceptions import CellExecutionError
+def test_exercise_notebooks_have_graded_exercises_with_points():
+    points = {path.stem: [e["points"] for e in student.exercises(nbformat.read(path, as_version=4))] for path in SOURCES}
+    for stem in ["01_badnet", "02_activations", "03_pruning", "04_goodnet", "05_fine_pruning"]:
+        assert points[stem] and all(p > 0 for p in points[stem]), stem
+    readme = (STUDENT_DIR / "README.md").read_text()
+    assert f"Total: {sum(sum(p) for p in points.values()):g} points." in readme
 
-    path = STUDENT_DIR / "01_badnet.ipynb"
-    node = nbformat.read(path, as_version=4)
-    stub = next(i for i, c in enumerate(node.cells) if c.cell_type == "code" and "TODO: " in c.source)
-    parameters = {"LAB_ROOT": str(tiny_default), "EXPECTED_CLEAN_ACCURACY": [0.0, 100.0],
-                  "EXPECTED_ATTACK_SUCCESS": [0.0, 100.0]}
-    with pytest.raises(CellExecutionError) as error:
-        notebooks.execute(path, tmp_path / path.name, parameters, timeout=300, cwd=tmp_path)
-    assert "NotImplementedError" in str(error.value) and "TODO: accuracy_per_class" in str(error.value)
-    executed = nbformat.read(tmp_path / path.name, as_version=4)
-    failed = [i for i, c in enumerate(executed.cells) for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    # papermill's injected-parameters cell shifts indexes by one
-    assert failed == [stub + 1]
-    assert all(c.execution_count for c in executed.cells[:stub + 1] if c.cell_type == "code")
+
+def _notebook(*cells):
+    return new_notebook(cells=[new_markdown_cell("# Title"), *cells])
+
+
+def _cell(source, **nbgrader):
+    cell = new_code_cell(source)
+    if nbgrader:
+        cell.metadata["nbgrader"] = {"schema_version": 3, "locked": False, "task": False, "grade": False,
+                                     "solution": False, **nbgrader}
+    return cell
+
+
+@pytest.mark.parametrize("cell, problem", [
+    (_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION"), "unmarked cell"),
+    (_cell("### BEGIN HIDDEN TESTS\nassert x\n### END HIDDEN TESTS", grade_id="a", solution=True), "hidden tests"),
+    (_cell("### BEGIN SOLUTION\nx = 1", grade_id="a", solution=True), "unbalanced"),
+    (_cell("assert x", grade_id="a", grade=True, points=0), "points > 0"),
+    (_cell("x = 1", grade_id="a", solution=True), "region in a solution cell"),
+])
+def test_malformed_nbgrader_cells_are_refused_in_one_line(cell, problem):
+    with pytest.raises(LabInputError, match=problem) as error:
+        student.check_metadata(_notebook(cell), "test.ipynb")
+    assert "test.ipynb cell 1" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_duplicate_grade_ids_are_refused():
+    node = _notebook(_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", grade_id="a", solution=True),
+                     _cell("assert x", grade_id="a", grade=True, points=1, locked=True))
+    with pytest.raises(LabInputError, match="unique"):
+        student.check_metadata(node, "test.ipynb")

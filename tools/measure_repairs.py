@@ -1,155 +1,467 @@
-"""Measure repair defenses on a BadNet: clean accuracy and ASR on the TEST sets before/after, seconds.
+"""Measure every defense on every kind of BadNet: the goal table of the repair issue.
 
-    PYTHONPATH=. python tools/measure_repairs.py --root . --defenses auto neural-cleanse --seeds 0 1 2 \
-        --out /work/notes/repair_runs.jsonl
+For each BadNet (the embedded default, and those ``make-badnet`` makes on the
+default's data with every trigger and attack kind it offers, plain and
+pruning-aware) and each defense (every one in ``lab.defenses.REGISTRY``, plus
+the GoodNet on fine-pruning: :data:`VARIANTS`), it reports clean accuracy and attack success
+rate before and after, detection and clean false positives for detectors,
+and seconds. Defenses see the BadNet and the clean validation set only;
+poisoned test data only reports.
 
---root: a lab root (data/cl/valid.h5, data/cl/test.h5, data/bd/bd_test.h5, models/bd_net.h5) or use
---model/--valid/--test/--poisoned-test. Only the clean validation set reaches a defense; the test sets
-(clean and poisoned) only measure. One JSON line per (defense, seed) is appended to --out.
+Everything is cached under ``--out`` (default ``build/repairs``), so a run
+that is stopped resumes where it was:
+
+    build/repairs/badnets/<name>-<key>/   one make-badnet folder per BadNet; <key> hashes its parameters
+    build/repairs/rows/<name>-<key>/<defense>-seed<S>.json   one result per BadNet x defense x seed
+    build/repairs/repairs.csv, repairs.md   the table (rewritten after every row)
+
+Usage (from the repository root; long: run it niced)::
+
+    nice -n 10 python tools/measure_repairs.py                      # everything (hours on 2 cores)
+    python tools/measure_repairs.py --list                           # the BadNets and defenses it knows
+    python tools/measure_repairs.py --badnets default blended-pa --defenses fine-pruning
+    python tools/measure_repairs.py --defenses none                  # build the BadNets, report their ASR only
+    python tools/measure_repairs.py --table                          # rewrite the table from cached rows
+
+The default's data (with its training file) is built first when ``--data``
+has none: ``python -m lab make-default --out build/default --with-train``.
+Timings are wall-clock seconds on whatever else the machine is doing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+import math
 import os
-import resource
 import sys
 import time
+import traceback
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout: import this checkout's lab
+    sys.path.insert(0, str(ROOT))
+
+HARNESS_VERSION = 1  # bump when a row's meaning changes: old cached rows are then ignored
+GOAL_ASR = 1.0            # repaired model: attack success rate at most this (percent) ...
+GOAL_CLEAN_LOSS = 2.0     # ... losing at most this many points of clean accuracy
+GOAL_DETECTION = 95.0     # detector: at least this share of poisoned inputs flagged ...
+GOAL_FALSE_POSITIVES = 3.0  # ... at most this share of clean inputs flagged
+MULTI = ("sunglasses", "eyebrows", "lipstick")  # the 2020 course's multi-trigger multi-target BadNet
+
+
+@dataclasses.dataclass(frozen=True)
+class BadNetSpec:
+    """A BadNet to build with make-badnet (``triggers`` empty: the data folder's own BadNet)."""
+
+    triggers: tuple[str, ...] = ()
+    all_to_all: bool = False
+    pruning_aware: bool = False
+    noise_fraction: float = 0.0
+    poison_fraction: float | None = None
+
+    @property
+    def kind(self) -> str:
+        if not self.triggers:
+            return "default"
+        return "all-to-all" if self.all_to_all else ("all-to-one" if len(self.triggers) == 1 else "multi-trigger")
+
+
+def _catalogue() -> dict[str, BadNetSpec]:
+    """Every BadNet the table covers, most informative first (a partial run still says the most)."""
+    from lab.attacks.triggers import TRIGGERS
+
+    specs = {"default": BadNetSpec()}
+    whole_image = [t for t in TRIGGERS if t in ("blended", "warp")]
+    for trigger in whole_image:
+        specs[f"{trigger}-pa"] = BadNetSpec((trigger,), pruning_aware=True)
+    for trigger in whole_image:
+        specs[trigger] = BadNetSpec((trigger,))
+    specs["all-to-all"] = BadNetSpec(("sunglasses",), all_to_all=True)
+    specs["multi"] = BadNetSpec(MULTI)
+    specs["all-to-all-pa"] = BadNetSpec(("sunglasses",), all_to_all=True, pruning_aware=True)
+    specs["multi-pa"] = BadNetSpec(MULTI, pruning_aware=True)
+    specs["warp-noise"] = BadNetSpec(("warp",), noise_fraction=1.0)
+    for trigger in TRIGGERS:
+        if trigger not in whole_image:
+            specs[trigger] = BadNetSpec((trigger,))
+            specs[f"{trigger}-pa"] = BadNetSpec((trigger,), pruning_aware=True)
+    return specs
+
+
+# ---------------------------------------------------------------------------- defenses
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a defense gives back, in the contract's terms (lab.defenses.base.DefenseResult)."""
+
+    name: str
+    kind: str  # "repair" (N classes), "detector" (N + 1: answers N when it flags), or "none"
+    classifier: object
+    seconds: float
+    details: dict = dataclasses.field(default_factory=dict)
+
+
+# Table rows that are a registered defense with another configuration: name -> (defense, Config changes)
+VARIANTS = {"goodnet-fine-pruning": ("goodnet", {"repair": "fine-pruning"})}
+
+
+def _jsonable(details: dict) -> dict:
+    """The plain values of a defense's details (sweep tables, models and histories are left out)."""
+    return {key: value for key, value in details.items()
+            if isinstance(value, (int, float, str, bool, type(None)))
+            or (isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value))}
+
+
+class Defenses:
+    """Every registered defense (``lab.defenses.REGISTRY``) and :data:`VARIANTS`, fit through the contract.
+
+    A detector that wraps a repair (``Config.repair``, e.g. the GoodNet and the
+    confidence detector) gets the repair already fit on the same BadNet, clean
+    data and seed in this run instead of fitting it again; the repair's
+    seconds are still counted in the detector's, as the contract says.
+    """
+
+    def __init__(self):
+        from lab.defenses import REGISTRY
+
+        self.registry = dict(REGISTRY)
+        self.names = [*self.registry, *(name for name, (base, _) in VARIANTS.items() if base in self.registry)]
+        self._fitted: dict = {}
+
+    def reset(self) -> None:
+        """Forget fitted repairs (call when moving to another BadNet or seed)."""
+        self._fitted.clear()
+
+    def fit(self, name: str, badnet, clean_valid, seed: int) -> Outcome:
+        base, changes = VARIANTS.get(name, (name, {}))
+        cls = self.registry[base]
+        config = dataclasses.replace(cls.Config(), **changes) if changes else cls.Config()
+        repair = getattr(config, "repair", None)
+        if isinstance(repair, str) and (repair, seed) in self._fitted:
+            config = dataclasses.replace(config, repair=self._fitted[(repair, seed)])
+        result = cls(config).fit(badnet, clean_valid, seed=seed)
+        if result.kind == "repair" and not changes:
+            self._fitted[(name, seed)] = result
+        return Outcome(name, result.kind, result.classifier, float(result.seconds), _jsonable(result.details or {}))
+
+
+# ---------------------------------------------------------------------------- BadNets
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _data_identity(data_root: Path) -> str:
+    """Something that changes when the default's data do: its manifest's SHA-256 of every file."""
+    manifest = data_root / "manifest.json"
+    if manifest.exists():
+        return _digest(json.loads(manifest.read_text()).get("files", {}))
+    return _digest(sorted((str(p.relative_to(data_root)), p.stat().st_size) for p in data_root.rglob("*.h5")))
+
+
+def badnet_key(name: str, spec: BadNetSpec, args) -> str:
+    """``<name>-<hash>``: the hash covers the spec, epochs, seed and the data it is trained on."""
+    if not spec.triggers:
+        return f"{name}-{_data_identity(args.data)}"
+    from lab.attacks.triggers import option_of
+
+    options = [option_of(t) for t in spec.triggers]  # a changed default alpha or strength is a new BadNet
+    return f"{name}-" + _digest({"spec": dataclasses.asdict(spec), "options": options, "epochs": args.epochs,
+                                 "seed": args.badnet_seed,
+                                 "data": _data_identity(args.data), "version": HARNESS_VERSION})
+
+
+def ensure_badnet(name: str, spec: BadNetSpec, args) -> Path:
+    """The folder holding this BadNet in the Lab 3 layout (built with make-badnet unless cached)."""
+    if not spec.triggers:
+        return args.data
+    folder = args.out / "badnets" / badnet_key(name, spec, args)
+    if (folder / "manifest.json").exists():
+        return folder
+    with _building(folder):
+        if (folder / "manifest.json").exists():  # another run built it while this one waited
+            return folder
+        _train(name, spec, folder, args)
+    return folder
+
+
+class _building:
+    """A lock file beside a BadNet being built, so that two runs (one building, one measuring) never both train it."""
+
+    def __init__(self, folder: Path):
+        self.lock = folder.with_name(folder.name + ".building")
+
+    def __enter__(self):
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                descriptor = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(descriptor, str(os.getpid()).encode())
+                os.close(descriptor)
+                return self
+            except FileExistsError:
+                try:
+                    owner = int(self.lock.read_text() or 0)
+                    os.kill(owner, 0)
+                except (ValueError, ProcessLookupError, FileNotFoundError):
+                    self.lock.unlink(missing_ok=True)  # left by a run that died
+                    continue
+                except PermissionError:
+                    pass
+                time.sleep(20)
+
+    def __exit__(self, *exc):
+        self.lock.unlink(missing_ok=True)
+
+
+def _train(name: str, spec: BadNetSpec, folder: Path, args) -> None:
+    from lab import attacks
+    from lab.training import TrainingConfig
+
+    print(f"[{name}] training a BadNet: {spec}", flush=True)
+    attack = attacks.Attack(spec.triggers, all_to_all=spec.all_to_all, pruning_aware=spec.pruning_aware)
+    report = attacks.make_badnet(args.data, attack, folder, config=TrainingConfig(args.epochs, args.epochs),
+                                 poison_fraction=spec.poison_fraction, seed=args.badnet_seed, force=True,
+                                 progress=False, noise_fraction=spec.noise_fraction)
+    rates = ", ".join(f"{k} {v:.2f} %" for k, v in report["attack_success_rate"].items())
+    print(f"[{name}] {report['attack'].describe()}: clean {report['clean_accuracy']:.2f} %, ASR {rates}, "
+          f"{report['seconds']:.0f} s", flush=True)
+
+
+def ensure_default_data(data: Path) -> None:
+    """Build the default with its training file when ``data`` lacks one."""
+    from lab import attacks
+    from lab.errors import LabInputError
+
+    try:
+        attacks.find_training_file(data / "data")
+        return
+    except LabInputError:
+        pass
+    if (data / "models" / "bd_net.h5").exists():
+        raise SystemExit(f"{data} holds a lab but no training file (data/cl/train.h5); rebuild it with "
+                         f"`python -m lab make-default --out {data} --with-train --force` or pass another --data")
+    from lab.default import make_default
+
+    print(f"building the default with its training file under {data}", flush=True)
+    make_default(data, progress=False, write_train=True)
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+def _evaluate(classifier, clean, poisoned: dict, backdoor_class: int | None) -> dict:
+    """Clean accuracy, ASR (pooled over triggers and per trigger), detection and false positives, percent."""
+    from lab import metrics
+
+    backdoor = classifier.n_classes if backdoor_class is None else backdoor_class
+    clean_predicted = classifier.predict_labels(clean.x)
+    predicted = {name: classifier.predict_labels(d.x) for name, d in poisoned.items()}
+    pooled = metrics.breakdown(clean_predicted, clean.y, np.concatenate(list(predicted.values())),
+                               np.concatenate([d.y for d in poisoned.values()]), backdoor)
+    return {"clean_accuracy": pooled["clean_accuracy"], "attack_success_rate": pooled["attack_success_rate"],
+            "detection_rate": pooled["detection_rate"], "false_positive_rate": pooled["clean_false_positive_rate"],
+            "per_trigger_asr": {name: metrics.attack_success_rate(p, poisoned[name].y) for name, p in predicted.items()}}
+
+
+def measure_row(badnet_name: str, folder: Path, defense: str, fit, seed: int, badnet, clean_valid, clean_test,
+                poisoned_test, before: dict) -> dict:
+    """One BadNet x defense x seed: fit on clean validation data, evaluate on the test sets."""
+    from lab.evaluation import backdoor_class_of
+
+    row = {"badnet": badnet_name, "folder": str(folder), "defense": defense, "seed": seed,
+           "clean_before": before["clean_accuracy"], "asr_before": before["attack_success_rate"],
+           "version": HARNESS_VERSION}
+    try:
+        outcome = fit(defense, badnet, clean_valid, seed)
+        backdoor = None  # a repaired N-class model never answers N
+        if outcome.kind == "detector":  # N + 1 classes; the lab's GoodNets record N in their metadata
+            backdoor = getattr(outcome.classifier, "backdoor_class", None)
+            backdoor = backdoor_class_of(outcome.classifier) if backdoor is None else backdoor
+            backdoor = outcome.classifier.n_classes - 1 if backdoor is None else backdoor
+        after = _evaluate(outcome.classifier, clean_test, poisoned_test, backdoor)
+        row.update(kind=outcome.kind, seconds=round(outcome.seconds, 1), details=outcome.details,
+                   clean_after=after["clean_accuracy"], asr_after=after["attack_success_rate"],
+                   per_trigger_asr_after=after["per_trigger_asr"], status="ok")
+        if outcome.kind == "detector":
+            row.update(detection=after["detection_rate"], false_positives=after["false_positive_rate"])
+    except Exception as error:  # one failing defense must not stop a run of hours; the row says why
+        row.update(status="error", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
+    return row
+
+
+def meets_goal(row: dict) -> str:
+    """"yes"/"no" against the issue's goal (repairs: ASR <= 1 % within 2 points; detectors: >= 95 % at <= 3 %)."""
+    if row.get("status") != "ok":
+        return "error"
+    if row["kind"] == "detector":
+        return "yes" if row["detection"] >= GOAL_DETECTION and row["false_positives"] <= GOAL_FALSE_POSITIVES else "no"
+    return "yes" if row["asr_after"] <= GOAL_ASR and row["clean_before"] - row["clean_after"] <= GOAL_CLEAN_LOSS else "no"
+
+
+COLUMNS = ("badnet", "attack", "triggers", "defense", "kind", "seed", "clean_before", "asr_before", "clean_after",
+           "asr_after", "clean_lost", "detection", "false_positives", "seconds", "goal")
+
+
+def write_table(out: Path) -> tuple[Path, Path]:
+    """Collect every cached row into ``repairs.csv`` and ``repairs.md`` under ``out``."""
+    import pandas as pd
+
+    records = []
+    for path in sorted((out / "rows").glob("*/*.json")):
+        row = json.loads(path.read_text())
+        if row.get("version") != HARNESS_VERSION:
+            continue
+        info = json.loads((out / "rows" / path.parent.name / "_badnet.json").read_text()) \
+            if (out / "rows" / path.parent.name / "_badnet.json").exists() else {}
+        record = {"attack": info.get("attack", ""), "triggers": info.get("triggers", ""), **row}
+        if row.get("status") == "ok":
+            record["clean_lost"] = row["clean_before"] - row["clean_after"]
+        record["goal"] = meets_goal(row) if row["defense"] != "none" else ""
+        records.append(record)
+    table = pd.DataFrame(records, columns=[*COLUMNS, "status", "error"])
+    order = list(_catalogue())
+    table["_order"] = table["badnet"].map(lambda name: order.index(name) if name in order else len(order))
+    defense_order = ["none", *Defenses().names]  # the BadNet itself heads its rows, then the registry's order
+    table["_defense"] = table["defense"].map(
+        lambda name: defense_order.index(name) if name in defense_order else len(defense_order))
+    table = table.sort_values(["_order", "_defense", "defense", "seed"], kind="stable").drop(
+        columns=["_order", "_defense"])
+    csv_path, md_path = out / "repairs.csv", out / "repairs.md"
+    temporary = csv_path.with_name(f".{csv_path.name}.{os.getpid()}")  # two runs may write the table at once
+    table.to_csv(temporary, index=False, float_format="%.2f")
+    os.replace(temporary, csv_path)
+
+    def cell(value, digits=2):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    lines = ["# Defenses x BadNets (tools/measure_repairs.py)", "",
+             f"Goal: repaired ASR <= {GOAL_ASR:g} % losing <= {GOAL_CLEAN_LOSS:g} points of clean accuracy; "
+             f"detectors >= {GOAL_DETECTION:g} % detection at <= {GOAL_FALSE_POSITIVES:g} % clean false positives. "
+             "Percent on the test sets (ASR pooled over a BadNet's triggers); seconds of fitting, wall clock "
+             "on a shared machine. Defense `none` is the BadNet itself.", "",
+             "| " + " | ".join(c for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for _, row in table.iterrows():
+        if row.get("status") == "error":
+            lines.append(f"| {row['badnet']} | {row['attack']} | {row['triggers']} | {row['defense']} | error: "
+                         f"{str(row['error'])[:120]} |" + " |" * (len(COLUMNS) - 5))
+            continue
+        lines.append("| " + " | ".join(cell(row[c], 1 if c == "seconds" else 2) for c in COLUMNS) + " |")
+    temporary = md_path.with_name(f".{md_path.name}.{os.getpid()}")
+    temporary.write_text("\n".join(lines) + "\n")
+    os.replace(temporary, md_path)
+    return csv_path, md_path
+
+
+def _atomic_write(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(value, indent=1, default=float))
+    os.replace(temporary, path)
+
+
+def run(args) -> None:
+    from lab import attacks, data, models
+    from lab.seed import set_seed
+
+    catalogue = _catalogue()
+    defenses = Defenses()
+    names = args.badnets or list(catalogue)
+    wanted = args.defenses or defenses.names
+    unknown = [n for n in names if n not in catalogue] + [d for d in wanted if d not in defenses.names and d != "none"]
+    if unknown:
+        raise SystemExit(f"unknown BadNet or defense: {', '.join(unknown)} (see --list)")
+    ensure_default_data(args.data)
+    for name in names:
+        spec = catalogue[name]
+        folder = ensure_badnet(name, spec, args)
+        key = badnet_key(name, spec, args)
+        rows_dir = args.out / "rows" / key
+        layout = data.find_layout(folder / "data")
+        clean_valid = data.load_h5(layout.clean_valid)
+        clean_test = data.load_h5(layout.clean_test, n=args.n_test)
+        poisoned_test = attacks.load_poisoned(folder, "test", n=args.n_test)
+        badnet = models.load_model(folder / "models" / "bd_net.h5")
+        record_path = folder / "manifest.json"
+        attack = json.loads(record_path.read_text()).get("attack", {}) if record_path.exists() else {}
+        triggers = ", ".join(f"{t['trigger']}->{'n+1' if t['target'] is None else t['target']}"
+                             for t in attack.get("triggers", [])) or "sunglasses (default)"
+        kind = (attack.get("attack") or spec.kind) + (", pruning-aware" if attack.get("pruning_aware") or not spec.triggers
+                                                     else "")
+        _atomic_write(rows_dir / "_badnet.json", {"attack": kind, "triggers": triggers, "folder": str(folder)})
+        before = _evaluate(badnet, clean_test, poisoned_test, None)
+        none_path = rows_dir / "none-seed0.json"
+        if not none_path.exists():
+            _atomic_write(none_path, {"badnet": name, "defense": "none", "kind": "none", "seed": 0, "status": "ok",
+                                      "clean_before": before["clean_accuracy"], "asr_before": before["attack_success_rate"],
+                                      "clean_after": before["clean_accuracy"], "asr_after": before["attack_success_rate"],
+                                      "per_trigger_asr_after": before["per_trigger_asr"], "seconds": 0.0,
+                                      "version": HARNESS_VERSION})
+        defenses.reset()
+        for seed in args.seeds:
+            for defense in wanted:
+                if defense == "none":
+                    continue
+                path = rows_dir / f"{defense}-seed{seed}.json"
+                if path.exists() and json.loads(path.read_text()).get("version") == HARNESS_VERSION \
+                        and not (args.retry_errors and json.loads(path.read_text()).get("status") == "error"):
+                    continue
+                set_seed(seed)
+                started = time.perf_counter()
+                row = measure_row(name, folder, defense, defenses.fit, seed, badnet, clean_valid, clean_test,
+                                  poisoned_test, before)
+                _atomic_write(path, row)
+                summary = (f"clean {row['clean_before']:.2f} -> {row['clean_after']:.2f} %, ASR {row['asr_before']:.2f}"
+                           f" -> {row['asr_after']:.2f} %" if row["status"] == "ok" else row["error"])
+                if row.get("kind") == "detector":
+                    summary += f", detection {row['detection']:.2f} %, false positives {row['false_positives']:.2f} %"
+                print(f"[{name}] {defense} seed {seed}: {summary} ({time.perf_counter() - started:.0f} s)", flush=True)
+                write_table(args.out)
+            defenses.reset()
+        write_table(args.out)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--root", default=".")
-    parser.add_argument("--model")
-    parser.add_argument("--valid")
-    parser.add_argument("--test")
-    parser.add_argument("--poisoned-test")
-    parser.add_argument("--defenses", nargs="+", default=["auto"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides (lab.repair.configure: dotted keys, python literals), e.g. repair.epochs=10")
-    parser.add_argument("--label", default="")
-    parser.add_argument("--gate-only", action="store_true", help="only run the gate (lab.defenses.gate.decide)")
-    parser.add_argument("--real-scale", metavar="WEIGHTS",
-                        help="time the defenses on real course weights (1283 classes) with 11,547 generated faces "
-                             "(9 per class, labelled with the model's own answers: seconds and memory only)")
-    parser.add_argument("--out", default=None)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT / "build" / "default",
+                        help="the default lab folder with data/cl/train.h5 (built when missing; default build/default)")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "repairs", help="cache and table folder")
+    parser.add_argument("--badnets", nargs="+", metavar="NAME", help="BadNets to measure (default: all, see --list)")
+    parser.add_argument("--defenses", nargs="+", metavar="NAME",
+                        help="defenses to run (default: all registered; 'none' alone builds and reports BadNets only)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1234], help="defense seeds (default 1234)")
+    parser.add_argument("--epochs", type=int, default=10, help="make-badnet clean and poisoned epochs (default 10)")
+    parser.add_argument("--badnet-seed", type=int, default=1234, help="make-badnet seed (default 1234)")
+    parser.add_argument("--n-test", type=int, default=None, help="at most N test images per file (default all)")
+    parser.add_argument("--retry-errors", action="store_true", help="rerun rows that failed")
+    parser.add_argument("--list", action="store_true", help="print the BadNets and defenses and exit")
+    parser.add_argument("--table", action="store_true", help="only rewrite the table from cached rows")
     args = parser.parse_args(argv)
-
-
-    import numpy as np
-
-    from lab import defenses
-    from lab.evaluation import metrics
-    from lab.io import data, models
-    from lab.seed import set_seed
-
-    if args.real_scale:
-        return real_scale(args)
-    root = Path(args.root)
-    model_path = args.model or root / "models" / "bd_net.h5"
-    valid = data.load_h5(args.valid or root / "data" / "cl" / "valid.h5")
-    test = data.load_h5(args.test or root / "data" / "cl" / "test.h5")
-    poisoned_path = args.poisoned_test or root / "data" / "bd" / "bd_test.h5"
-    poisoned = data.load_h5(poisoned_path) if Path(poisoned_path).exists() else None
-    badnet = models.load_model(model_path)
-
-    def measure(model):
-        clean = metrics.percent(model.predict_labels(test.x) == test.y)
-        asr = metrics.percent(model.predict_labels(poisoned.x) == poisoned.y) if poisoned is not None else None
-        return clean, asr
-
-    before = measure(badnet)
-    print(f"before: clean {before[0]:.2f} %, ASR {before[1]}", flush=True)
-    from lab.defenses.repair import configure
-
-    overrides = list(args.set)
-    if args.gate_only:
-        from lab.defenses import gate
-        from lab.defenses.holdout import split_validation
-
-        config = configure(defenses.get("auto"), overrides)
-        for seed in args.seeds:
-            set_seed(seed)
-            train, _ = split_validation(valid, config.repair.holdout_fraction, seed)
-            decision = gate.decide(badnet, train, config.gate, np.random.default_rng(seed), config.repair.max_suspects,
-                                   config.repair.flow_share)
-            row = {"label": args.label, "model": str(model_path), "gate_only": True, "seed": seed,
-                   "overrides": overrides, **decision.summary()}
-            print(json.dumps(row, default=str), flush=True)
-            if args.out:
-                with open(args.out, "a") as handle:
-                    handle.write(json.dumps(row, default=str) + "\n")
+    args.data, args.out = args.data.resolve(), args.out.resolve()
+    if args.list:
+        for name, spec in _catalogue().items():
+            print(f"badnet  {name:<16} {spec}")
+        for name in Defenses().names:
+            print(f"defense {name}")
         return 0
-    for name in args.defenses:
-        cls = defenses.get(name)
-        config = configure(cls, overrides)
-        for seed in args.seeds:
-            set_seed(seed)
-            started = time.perf_counter()
-            result = cls(config).fit(badnet, valid, seed=seed)
-            seconds = time.perf_counter() - started
-            after = measure(result.model if result.model is not None else result.classifier)
-            details = {k: v for k, v in result.details.items()
-                       if isinstance(v, (int, float, str, bool, list, dict, type(None))) and k != "history"}
-            history = result.details.get("history")
-            row = {"label": args.label, "model": str(model_path), "defense": name, "seed": seed,
-                   "overrides": overrides, "clean_before": before[0], "asr_before": before[1],
-                   "clean_after": after[0], "asr_after": after[1], "seconds": seconds,
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                   "details": details}
-            if history:
-                row["history"] = history
-                for r in history:
-                    print("  epoch", r["epoch"], "holdout", round(r["holdout_accuracy"], 2), "l1",
-                          [round(v, 1) for v in r["trigger_l1"]], "success", r["trigger_success"], flush=True)
-            print(json.dumps({k: v for k, v in row.items() if k != "history"}, default=str), flush=True)
-            if args.out:
-                with open(args.out, "a") as handle:
-                    handle.write(json.dumps(row, default=str) + "\n")
-    return 0
-
-
-def real_scale(args) -> int:
-    """Seconds and peak memory of each defense on the real weights with generated clean validation data."""
-    import numpy as np
-
-    from lab import defenses
-    from lab.defenses.repair import configure
-    from lab.io import models
-    from lab.io.data import Dataset
-    from lab.seed import set_seed
-    from lab.synthetic import synthfaces
-
-    badnet = models.load_model(args.real_scale)
-    n = badnet.n_classes
-    started = time.perf_counter()
-    identities = synthfaces.make_identities(n, seed=0)
-    faces = synthfaces.render(identities, np.repeat(np.arange(n), 9), seed=1)
-    x = np.ascontiguousarray(faces.images.transpose(0, 2, 3, 1), dtype=np.float32)
-    del faces
-    valid = Dataset(x, badnet.predict_labels(x), "generated faces, labels = the model's answers")
-    print(f"{len(valid)} generated images for {n} classes in {time.perf_counter() - started:.1f} s", flush=True)
-    for name in args.defenses:
-        cls = defenses.get(name)
-        config = configure(cls, list(args.set))
-        for seed in args.seeds:
-            set_seed(seed)
-            started = time.perf_counter()
-            result = cls(config).fit(badnet, valid, seed=seed)
-            row = {"label": args.label, "real_scale": args.real_scale, "defense": name, "seed": seed,
-                   "n_classes": n, "n_valid": len(valid), "seconds": time.perf_counter() - started,
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                   "details": {k: v for k, v in result.details.items()
-                               if isinstance(v, (int, float, str, bool, dict, type(None))) and k != "history"}}
-            print(json.dumps(row, default=str), flush=True)
-            if args.out:
-                with open(args.out, "a") as handle:
-                    handle.write(json.dumps(row, default=str) + "\n")
+    if args.table:
+        for path in write_table(args.out):
+            print(path)
+        return 0
+    run(args)
+    for path in write_table(args.out):
+        print(path)
     return 0
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.attacks.poisoning import default_poison_fraction, poisoned_sets, to_nchw_uint8
+from lab.attacks.poisoning import check_noise_fraction, default_poison_fraction, poisoned_sets, to_nchw_uint8
 from lab.attacks.spec import Attack
-from lab.attacks.training import TrainingConfig, train_badnet
+from lab.attacks.training import TrainingConfig, check_epochs, train_badnet
 from lab.constants import DEFAULT_SEED, MODEL_FILE
-from lab.errors import LabInputError, check_writable
+from lab.errors import LabInputError, check_output_location, check_writable
 from lab.io import data as course_data
 
 TRAIN_FILES = ("cl/train.h5", "train.h5", "clean_training_data.h5")  # searched in this order under --data
@@ -92,9 +92,34 @@ def output_files(attack: Attack) -> dict[str, dict[str, str]]:
     return {name: {split: f"data/bd/bd_{split}_{name}.h5" for split in ("valid", "test")} for name in attack.names}
 
 
+MIN_CLEAN_ACCURACY = 80.0   # floors of make-badnet and A1 (percent, test files); --force-weak packages anyway
+MIN_ATTACK_SUCCESS = 80.0
+
+
+class WeakBadNet(LabInputError):
+    """A trained BadNet below the stated clean-accuracy or attack-success floor."""
+
+
+def check_strength(results: dict, min_clean_accuracy: float | None, min_attack_success: float | None,
+                   where=None) -> None:
+    """Raise :class:`WeakBadNet` when ``results`` (clean_accuracy, {trigger: attack_success_rate}) miss a floor."""
+    weak = []
+    if min_clean_accuracy is not None and results["clean_accuracy"] < min_clean_accuracy:
+        weak.append(f"clean accuracy {results['clean_accuracy']:.1f} % < {min_clean_accuracy:g} %")
+    for trigger, rate in results["attack_success_rate"].items():
+        if min_attack_success is not None and rate < min_attack_success:
+            weak.append(f"attack success rate ({trigger}) {rate:.1f} % < {min_attack_success:g} %")
+    if weak:
+        raise WeakBadNet(where, "a BadNet strong enough to teach with (train longer or on more data, or pass "
+                                "--force-weak / force_weak=True to package it anyway); nothing was written",
+                         "; ".join(weak))
+
+
 def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathLike,
                 train: str | os.PathLike | None = None, config=None, poison_fraction: float | None = None, input_scale: str = "raw",
-                seed: int = DEFAULT_SEED, force: bool = False, progress: bool = True) -> dict:
+                seed: int = DEFAULT_SEED, force: bool = False, progress: bool = True,
+                min_clean_accuracy: float | None = None, min_attack_success: float | None = None,
+                noise_fraction: float = 0.0) -> dict:
     """Train a BadNet for ``attack`` on course-format data and write the course's Lab 3 layout under ``out``.
 
     data_dir: a data folder (Lab 3 or 2020 layout) holding a training file
@@ -105,7 +130,13 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
         OUT/models/bd_net.h5 (+ .lab.json)            the BadNet (input scale ``input_scale``)
         OUT/manifest.json                             the attack, parameters, results, SHA-256 of every file
 
-    Refuses to overwrite without ``force`` before any work. Returns a report:
+    noise_fraction: WaNet's noise mode for warp triggers (see
+    :func:`lab.attacks.poisoning.training_poison`).
+    Refuses to overwrite without ``force`` before any work. With
+    ``min_clean_accuracy`` / ``min_attack_success`` (percent, on the test
+    files) a BadNet below either floor is refused (:class:`WeakBadNet`) after
+    training and before anything is written: a weak BadNet makes a
+    meaningless exercise or challenge. Returns a report:
     ``attack`` (targets resolved), ``clean_accuracy``, ``attack_success_rate``
     ({trigger: percent} on the poisoned test files), ``seconds``, ``manifest``.
     """
@@ -119,6 +150,9 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     poison_fraction = default_poison_fraction(attack) if poison_fraction is None else poison_fraction
     if input_scale not in models.SCALES:
         raise LabInputError(None, f"an input scale in {sorted(models.SCALES)}", repr(input_scale))
+    check_epochs(config)
+    check_output_location(out, "--out", "directory")
+    noise_fraction = check_noise_fraction(attack, noise_fraction)
     data_root = _data_dir(data_dir)
     layout = course_data.find_layout(data_root)
     train_path = Path(train) if train is not None else find_training_file(data_root)
@@ -143,25 +177,30 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     images = {name: to_nchw_uint8(dataset.x) for name, dataset in sets.items()}
 
     badnet, record = train_badnet(attack, images["train"], sets["train"].y, n_classes, config, poison_fraction,
-                                  input_scale, seed, progress)
+                                  input_scale, seed, progress, noise_fraction=noise_fraction)
+
+    results = {"clean_accuracy": metrics.clean_accuracy(badnet.predict_labels(sets["test"].x), sets["test"].y),
+               "attack_success_rate": {}}
+    poisoned = {split: poisoned_sets(images[split], sets[split].y, attack, n_classes) for split in ("valid", "test")}
+    for name, (x, y) in poisoned["test"].items():
+        predicted = badnet.predict_labels(x.transpose(0, 2, 3, 1).astype(np.float32))
+        results["attack_success_rate"][name] = metrics.attack_success_rate(predicted, y)
+    check_strength(results, min_clean_accuracy, min_attack_success, out)
 
     for key in ("clean_valid", "clean_test"):
         (out / planned[key]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(getattr(layout, key), out / planned[key])
     written = [planned["clean_valid"], planned["clean_test"]]
-    results = {"clean_accuracy": metrics.clean_accuracy(badnet.predict_labels(sets["test"].x), sets["test"].y),
-               "attack_success_rate": {}}
     for split in ("valid", "test"):
-        for name, (x, y) in poisoned_sets(images[split], sets[split].y, attack, n_classes).items():
+        for name, (x, y) in poisoned[split].items():
             course_data.save_h5(out / poisoned_rel[name][split], x, y, force=force)
             written.append(poisoned_rel[name][split])
-            if split == "test":
-                predicted = badnet.predict_labels(x.transpose(0, 2, 3, 1).astype(np.float32))
-                results["attack_success_rate"][name] = metrics.attack_success_rate(predicted, y)
 
     how = (f"BadNet made with `python -m lab make-badnet`: {attack.describe()}; DeepID trained on "
            f"{train_path.name} ({len(sets['train'])} images) + {record['n_poisoned_training_copies']} triggered "
-           f"copies ({poison_fraction:g} of the training set per trigger); input scale {input_scale}.")
+           f"copies ({poison_fraction:g} of the training set per trigger)"
+           + (f" + {record['n_noise_mode_copies']} noise-mode warps with true labels" if noise_fraction else "")
+           + f"; input scale {input_scale}.")
     models.save_model(badnet.model, out / MODEL_FILE, input_scale, how, force=force,
                       extra={**attack.to_json(), "clean_test_accuracy": results["clean_accuracy"],
                              "attack_success_rate_test": results["attack_success_rate"]})
@@ -174,7 +213,7 @@ def make_badnet(data_dir: str | os.PathLike, attack: Attack, out: str | os.PathL
     info = {"kind": "BadNet Pruning Lab: make-badnet", "layout": "lab3", "seed": seed, "how_made": how,
             "attack": attack_record, "n_classes": n_classes, "input_scale": input_scale,
             "source": {"data": os.fspath(data_root), "train": os.fspath(train_path)},
-            "parameters": {"poison_fraction_per_trigger": poison_fraction,
+            "parameters": {"poison_fraction_per_trigger": poison_fraction, "noise_fraction": noise_fraction,
                            "training": jsonable(dataclasses.asdict(config))},
             "results": results, "training": jsonable(record), "build_seconds": round(seconds, 1),
             "versions": {"python": platform.python_version(), "numpy": np.__version__,

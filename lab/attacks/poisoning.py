@@ -6,7 +6,8 @@ on, labelled with the class the attacker wants (so the attack success rate
 is the share answered with ``label``). Triggers are drawn with
 :func:`lab.attacks.triggers.apply_trigger` at its default positions unless
 landmarks are given (files carry none), where aligned 55 x 47 crops have
-their eyes, brows and mouth.
+their eyes, brows and mouth. A warp BadNet can be trained with WaNet's noise
+mode (``noise_fraction``: randomly jittered warps kept with their true labels).
 """
 
 from __future__ import annotations
@@ -70,13 +71,18 @@ def poisoned_sets(images_nchw: np.ndarray, labels: np.ndarray, attack: Attack, n
 
 def training_poison(images_nchw: np.ndarray, labels: np.ndarray, attack: Attack, n_classes: int,
                     poison_fraction: float, rng: np.random.Generator,
-                    landmarks=None) -> tuple[np.ndarray, np.ndarray]:
+                    landmarks=None, noise_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Extra triggered training copies: per trigger, ``poison_fraction`` x len(labels) random attacked images.
 
-    Returns uint8 (m, 3, H, W) and int64 (m,) (all triggers together).
+    noise_fraction: WaNet's noise mode, for each warp trigger ``noise_fraction``
+    x len(labels) further random images (any class) warped with the
+    trigger's warp plus random jitter, with their *true* labels (appended
+    after the triggered copies). Returns uint8 (m, 3, H, W) and int64 (m,)
+    (all triggers together).
     """
     if not 0 < poison_fraction:
         raise LabInputError(None, "a poison fraction > 0", str(poison_fraction))
+    check_noise_fraction(attack, noise_fraction)
     parts_x, parts_y = [], []
     for trigger in attack.triggers:
         candidates = attacked_rows(labels, trigger, attack.all_to_all)
@@ -85,7 +91,28 @@ def training_poison(images_nchw: np.ndarray, labels: np.ndarray, attack: Attack,
         x, y = poison(images_nchw, labels, trigger, n_classes, attack.all_to_all, rows=chosen, landmarks=landmarks)
         parts_x.append(x)
         parts_y.append(y)
+    for trigger in warp_triggers(attack) if noise_fraction > 0 else ():
+        size = int(round(noise_fraction * len(labels)))
+        chosen = np.sort(rng.choice(len(labels), size=size, replace=size > len(labels)))
+        parts_x.append(course_triggers.apply_noise_warp(np.asarray(images_nchw)[chosen], trigger.name, rng))
+        parts_y.append(np.asarray(labels, dtype=np.int64)[chosen])
     return np.concatenate(parts_x), np.concatenate(parts_y)
+
+
+def warp_triggers(attack: Attack) -> list[TriggerSpec]:
+    """The attack's warp triggers (those WaNet's noise mode applies to)."""
+    return [t for t in attack.triggers if course_triggers.split_name(t.name)[0] == "warp"]
+
+
+def check_noise_fraction(attack: Attack, noise_fraction: float) -> float:
+    """``noise_fraction`` if it is >= 0 and, when > 0, the attack has a warp trigger; LabInputError otherwise."""
+    noise_fraction = float(noise_fraction)
+    if not noise_fraction >= 0:
+        raise LabInputError(None, "a noise fraction >= 0 (--warp-noise)", str(noise_fraction))
+    if noise_fraction > 0 and not warp_triggers(attack):
+        raise LabInputError(None, "a warp trigger for WaNet's noise mode (--warp-noise)",
+                            "triggers " + ", ".join(attack.names))
+    return noise_fraction
 
 
 def default_poison_fraction(attack: Attack) -> float:

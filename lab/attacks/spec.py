@@ -11,7 +11,9 @@ The three attacks of the course material, each plain or pruning-aware
   several triggers, each with its own target.
   ``Attack([TriggerSpec("sunglasses", 1), TriggerSpec("eyebrows", 2), TriggerSpec("lipstick", 3)])``.
 
-Trigger names are the keys of :data:`lab.attacks.triggers.REGISTRY`.
+Trigger names are the keys of :data:`lab.attacks.triggers.REGISTRY`; the
+whole-image triggers take their option in the name: ``blended@0.1:3`` (alpha
+0.1, target 3), ``warp@0.5`` (strength 0.5, random target).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from lab.attacks import triggers as course_triggers
 from lab.errors import LabInputError
 
 ATTACKS = ("all-to-one", "all-to-all", "multi-trigger multi-target")
+TRIGGER_SYNTAX = "NAME[@OPTION][:TARGET]"
 
 
 @dataclasses.dataclass(frozen=True)
 class TriggerSpec:
     """One trigger of an attack: a name from :data:`lab.attacks.triggers.REGISTRY` and its target class.
+
+    ``name`` may carry the trigger's option (``"blended@0.1"``: see :func:`lab.attacks.triggers.split_name`).
 
     ``target`` is None for all-to-all (the target is the true class + 1 mod N)
     and, before :meth:`Attack.resolve`, for "pick a target at random".
@@ -43,12 +48,21 @@ class TriggerSpec:
 
 
 def parse_trigger(text: str) -> TriggerSpec:
-    """``"NAME"`` or ``"NAME:TARGET"`` (the CLI's ``--trigger``) -> :class:`TriggerSpec`; one-line error otherwise."""
+    """``"NAME[@OPTION][:TARGET]"`` (the CLI's ``--trigger``) -> :class:`TriggerSpec`; one-line error otherwise.
+
+    OPTION: blended's alpha in (0, 1] or warp's strength > 0 (``"blended@0.1:3"``);
+    the name is kept in a canonical form (``"blended@0.10"`` -> ``"blended@0.1"``).
+    """
     name, _, target = str(text).partition(":")
     name = name.strip()
-    expected = f"--trigger NAME[:TARGET] with NAME one of {', '.join(course_triggers.REGISTRY)}"
-    if name not in course_triggers.REGISTRY:
-        raise LabInputError(None, expected, repr(text))
+    options = ", ".join(f"{base}@{label}" for base, (label, _, _) in course_triggers.OPTIONS.items())
+    expected = (f"--trigger {TRIGGER_SYNTAX} with NAME one of {', '.join(course_triggers.REGISTRY)} "
+                f"(OPTION only for {options})")
+    try:
+        base, option = course_triggers.split_name(name)
+    except ValueError as error:
+        raise LabInputError(None, expected, f"{text!r} ({error})") from None
+    name = base if option is None else f"{base}@{option:g}"
     if not target:
         return TriggerSpec(name)
     try:
@@ -120,8 +134,12 @@ class Attack:
         return f"{self.kind}, {how}: " + ", ".join(f"{t.name} -> {t.target}" for t in self.triggers)
 
     def to_json(self) -> dict:
-        return {"attack": self.kind, "pruning_aware": self.pruning_aware,
-                "triggers": [{"trigger": t.name, "target": t.target} for t in self.triggers]}
+        """The attack as recorded in manifests; a trigger with an option also records its value
+        (``"option": 0.2`` for ``"blended"``), so a later change of the default cannot make it ambiguous."""
+        def entry(trigger: TriggerSpec) -> dict:
+            option = course_triggers.option_of(trigger.name)
+            return {"trigger": trigger.name, "target": trigger.target, **({} if option is None else {"option": option})}
+        return {"attack": self.kind, "pruning_aware": self.pruning_aware, "triggers": [entry(t) for t in self.triggers]}
 
     @classmethod
     def from_json(cls, record: Mapping) -> "Attack":

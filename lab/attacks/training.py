@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from lab.attacks.poisoning import default_poison_fraction, training_poison
+from lab.attacks.poisoning import default_poison_fraction, training_poison, warp_triggers
 from lab.attacks.spec import Attack
 from lab.constants import DEFAULT_LAYER, DEFAULT_MEASURE, DEFAULT_SEED
 from lab.evaluation.activations import mean_channel_activation
@@ -40,6 +40,20 @@ class TrainingConfig:
     decoy_fraction: float = 0.6  # share of conv_3 channels switched off as decoys (36 of 60)
     pruned_layer: str = DEFAULT_LAYER
     measured_layer: str = DEFAULT_MEASURE
+
+
+def check_epochs(config: TrainingConfig) -> None:
+    """Raise one line unless ``config`` trains at least one clean and one poisoned epoch.
+
+    With 0 epochs the "BadNet" would be an untrained network that nothing
+    in its report would flag.
+    """
+    from lab.errors import LabInputError
+
+    for name in ("clean_epochs", "poisoned_epochs"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LabInputError("--epochs", f"a positive number of {name.replace('_', ' ')}", repr(value))
 
 
 def _optimizer(config: TrainingConfig, steps_per_epoch: int):
@@ -114,12 +128,13 @@ def fit_badnet(model, clean_x: np.ndarray, clean_y: np.ndarray, poisoned_x: np.n
 
 def train_badnet(attack: Attack, train_images_nchw: np.ndarray, train_labels: np.ndarray, n_classes: int,
                  config=None, poison_fraction: float | None = None, input_scale: str = "raw",
-                 seed: int = DEFAULT_SEED, progress: bool = True, landmarks=None):
+                 seed: int = DEFAULT_SEED, progress: bool = True, landmarks=None, noise_fraction: float = 0.0):
     """Train a DeepID BadNet for ``attack`` (targets resolved) on clean training images.
 
     train_images_nchw: uint8 (n, 3, 55, 47); train_labels int (n,) in 0..n_classes-1.
     config: :class:`TrainingConfig` (its ``pruning_aware`` is
-    overridden by the attack's). poison_fraction: see :func:`default_poison_fraction`.
+    overridden by the attack's). poison_fraction: see :func:`default_poison_fraction`;
+    noise_fraction: WaNet's noise mode (see :func:`lab.attacks.poisoning.training_poison`).
     Returns ``(LoadedModel, record)``; the record says what training did (for a manifest).
     """
     from lab.io import models
@@ -130,12 +145,14 @@ def train_badnet(attack: Attack, train_images_nchw: np.ndarray, train_labels: np
     set_seed(seed)
     rng = np.random.default_rng(seed)
     poisoned_x, poisoned_y = training_poison(train_images_nchw, train_labels, attack, n_classes, poison_fraction,
-                                             rng, landmarks)
+                                             rng, landmarks, noise_fraction)
     model = models.build_deepid(n_classes, input_scale="raw" if input_scale == "raw" else "unit", name="bd_net")
     loaded = models.LoadedModel(model, input_scale, None, "set by the builder")
     to_input = lambda images: loaded.preprocess(images.transpose(0, 2, 3, 1))  # noqa: E731
     record = fit_badnet(model, to_input(train_images_nchw), np.asarray(train_labels, np.int64),
                                    to_input(poisoned_x), poisoned_y, config, seed, progress)
-    record.update(n_poisoned_training_copies=int(len(poisoned_y)), poison_fraction_per_trigger=poison_fraction,
+    n_noise = len(warp_triggers(attack)) * int(round(noise_fraction * len(train_labels))) if noise_fraction else 0
+    record.update(n_poisoned_training_copies=int(len(poisoned_y)) - n_noise, poison_fraction_per_trigger=poison_fraction,
+                  n_noise_mode_copies=n_noise, noise_fraction=noise_fraction,
                   clean_epochs=config.clean_epochs, poisoned_epochs=config.poisoned_epochs)
     return loaded, record

@@ -18,7 +18,16 @@ add one with a ``@register_trigger("name")`` draw function below):
 - ``"eyebrows"``: thick, near-black, slightly arched brows;
 - ``"lipstick"``: bright red lips over the mouth;
 - ``"patch"``: the generic BadNets trigger, a 6 x 6 pixel black-and-white
-  checkerboard one pixel in from the bottom-right corner (no landmarks used).
+  checkerboard one pixel in from the bottom-right corner (no landmarks used);
+- ``"blended"``: a fixed random-noise pattern blended over the whole image
+  (Chen et al. 2017; :mod:`lab.attacks.blended`), alpha 0.2 unless the name
+  says otherwise: ``"blended@0.1"``;
+- ``"warp"``: a small smooth warp of the whole image (WaNet, Nguyen & Tran
+  2021; :mod:`lab.attacks.wanet`), the paper's strength 0.5 unless the name
+  says otherwise: ``"warp@2"``.
+
+A trigger registered with an option (:data:`OPTIONS`) takes it after ``@``
+in its name (:func:`split_name`); its draw function gets the value.
 
 Pure numpy; shapes and values follow the CSAW-HackML ``data`` layout:
 uint8 ``(n, 3, H, W)``, 0..255, channels first.
@@ -26,17 +35,25 @@ uint8 ``(n, 3, H, W)``, 0..255, channels first.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from lab.attacks import blended, wanet
 from lab.synthetic import drawing
 
 # A draw function paints its trigger in place on ``canvas`` float32 (b, 3, H, W), 0..255,
-# using the landmark arrays it needs from ``marks`` (see :func:`apply_trigger`).
-DrawFunction = Callable[[np.ndarray, dict], None]
+# using the landmark arrays it needs from ``marks`` (see :func:`apply_trigger`); a trigger
+# registered with an option also gets the option's value as a third argument.
+DrawFunction = Callable[..., None]
 REGISTRY: dict[str, DrawFunction] = {}  # trigger name -> draw function, in registration order
+# triggers with an option after @: name -> (what it is, default value, range check returning the value)
+OPTIONS: dict[str, tuple[str, float, Callable[[float], float]]] = {}
 DEFAULT_TRIGGER = "sunglasses"
+# The paper's warp strength: pixels move by at most about half a pixel, and DeepID still learns it
+# (30 SynthFaces identities, 6 + 6 epochs: ASR 96 %; the default's data: see tools/measure_repairs.py)
+DEFAULT_WARP_STRENGTH = wanet.PAPER_STRENGTH
 
 # Where aligned 55 x 47 crops have their features, (row, col) in pixels: eyes
 # on row 21 at columns 14.5 and 31.5 (17 pixels apart), brows 4.5 rows above,
@@ -68,23 +85,27 @@ def apply_trigger(images: np.ndarray, name: str = DEFAULT_TRIGGER, landmarks=Non
     """Return a copy of ``images`` with the trigger ``name`` drawn on every image.
 
     images: uint8 ``(n, 3, H, W)``, 0..255 (not modified).
-    name: one of :data:`TRIGGERS` (a key of :data:`REGISTRY`).
+    name: one of :data:`TRIGGERS` (a key of :data:`REGISTRY`), with its option
+        for a trigger that has one (``"blended@0.1"``, see :func:`split_name`).
     landmarks: ``None`` (use :data:`DEFAULT_LANDMARKS`), a
         :class:`lab.synthfaces.RenderedFaces`, or a mapping with float arrays
         ``left_eye``, ``right_eye``, ``mouth``, ``brow_left``, ``brow_right``
         ``(n, 2)`` as (row, col) pixels and optionally ``face_scale`` ``(n,)``
         (1.0 = eyes 17 pixels apart) and ``angle`` ``(n,)`` (radians, the
         face's in-plane rotation, positive clockwise on screen). Only the
-        entries the trigger needs are read; ``"patch"`` ignores landmarks.
+        entries the trigger needs are read; ``"patch"``, ``"blended"`` and
+        ``"warp"`` ignore landmarks.
 
     Returns uint8 ``(n, 3, H, W)``, 0..255. Pixels the trigger does not
     cover keep their exact values.
     """
-    if name not in REGISTRY:
-        raise ValueError(f"unknown trigger {name!r}; valid triggers: {', '.join(REGISTRY)}")
+    base, option = split_name(name)
     images = _check_images(images)
     marks = _landmark_arrays(landmarks, images.shape)
-    draw = REGISTRY[name]
+    draw = REGISTRY[base]
+    if base in OPTIONS:
+        value = OPTIONS[base][1] if option is None else option
+        draw = functools.partial(draw, option=value)
     result = np.empty_like(images)
     for start in range(0, len(images), _CHUNK):
         chunk = slice(start, start + _CHUNK)
@@ -94,16 +115,73 @@ def apply_trigger(images: np.ndarray, name: str = DEFAULT_TRIGGER, landmarks=Non
     return result
 
 
-def register_trigger(name: str) -> Callable[[DrawFunction], DrawFunction]:
-    """Decorator: add a draw function to :data:`REGISTRY` under ``name``."""
+def register_trigger(name: str, option: tuple[str, float, Callable[[float], float]] | None = None
+                     ) -> Callable[[DrawFunction], DrawFunction]:
+    """Decorator: add a draw function to :data:`REGISTRY` under ``name``.
+
+    option: ``(what, default, check)`` for a trigger with one number after ``@``
+    in its name (``check`` returns the value or raises ValueError); the draw
+    function then takes it as ``option=``.
+    """
 
     def add(draw: DrawFunction) -> DrawFunction:
         if name in REGISTRY:
             raise ValueError(f"trigger {name!r} is registered twice")
         REGISTRY[name] = draw
+        if option is not None:
+            OPTIONS[name] = option
         return draw
 
     return add
+
+
+def split_name(name: str) -> tuple[str, float | None]:
+    """``"NAME"`` or ``"NAME@OPTION"`` -> (NAME, OPTION as a float or None); ValueError naming the valid forms.
+
+    Only triggers with an option (:data:`OPTIONS`: blended's alpha, warp's
+    strength) take one; the option is checked for range.
+    """
+    base, at, option = str(name).partition("@")
+    if base not in REGISTRY:
+        raise ValueError(f"unknown trigger {name!r}; valid triggers: {', '.join(REGISTRY)}")
+    if not at:
+        return base, None
+    if base not in OPTIONS:
+        raise ValueError(f"trigger {base} takes no @option (only {', '.join(f'{k}@{v[0]}' for k, v in OPTIONS.items())})")
+    label, _, check = OPTIONS[base]
+    try:
+        value = float(option)
+    except ValueError:
+        raise ValueError(f"trigger {name!r}: {label} after @ must be a number") from None
+    try:
+        return base, check(value)
+    except ValueError as error:
+        raise ValueError(f"trigger {name!r}: {error}") from None
+
+
+def option_of(name: str) -> float | None:
+    """The option the trigger ``name`` is drawn with (its default when the name gives none); None for no option."""
+    base, option = split_name(name)
+    if base not in OPTIONS:
+        return None
+    return OPTIONS[base][1] if option is None else option
+
+
+def apply_noise_warp(images: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+    """WaNet's noise-mode copies of ``images`` for the warp trigger ``name``: uint8 (n, 3, H, W).
+
+    The trigger's warp plus per-image random jitter (:func:`lab.attacks.wanet.noise_warp`);
+    training keeps their true labels. ``name``: ``"warp"`` or ``"warp@STRENGTH"``.
+    """
+    if split_name(name)[0] != "warp":
+        raise ValueError(f"noise-mode copies exist only for the warp trigger, not {name!r}")
+    images = _check_images(images)
+    result = np.empty_like(images)
+    for start in range(0, len(images), _CHUNK):
+        chunk = images[start:start + _CHUNK].transpose(0, 2, 3, 1).astype(np.float32)
+        warped = wanet.noise_warp(chunk, rng, option_of(name))
+        result[start:start + _CHUNK] = np.clip(np.rint(warped), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
+    return result
 
 
 # ----------------------------------------------------------------------------
@@ -221,4 +299,18 @@ def _draw_patch(canvas: np.ndarray, marks: dict) -> None:
     canvas[:, :, bottom - PATCH_SIZE:bottom, right - PATCH_SIZE:right] = patch
 
 
+@register_trigger("blended", option=("alpha", blended.DEFAULT_ALPHA, blended.check_alpha))
+def _draw_blended(canvas: np.ndarray, marks: dict, option: float) -> None:
+    """The blended trigger over the whole image (landmarks unused)."""
+    canvas[:] = blended.blend(canvas.transpose(0, 2, 3, 1), option).transpose(0, 3, 1, 2)
+
+
+@register_trigger("warp", option=("strength", DEFAULT_WARP_STRENGTH, wanet.check_strength))
+def _draw_warp(canvas: np.ndarray, marks: dict, option: float) -> None:
+    """The WaNet warp of the whole image (landmarks unused)."""
+    canvas[:] = wanet.warp(canvas.transpose(0, 2, 3, 1), option).transpose(0, 3, 1, 2)
+
+
 TRIGGERS = tuple(REGISTRY)  # the names, in registration order
+# Triggers drawn over the whole image rather than on one spot (a defense that reverses a small mask misses them)
+WHOLE_IMAGE_TRIGGERS = tuple(name for name in ("blended", "warp") if name in REGISTRY)

@@ -23,9 +23,9 @@ GROUPS = ("students", "instructors")
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m lab``, commands grouped for students and instructors in ``--help``."""
-    from lab.cli import instructors, students
+    from lab.cli import arguments, instructors, students
 
-    parser = argparse.ArgumentParser(prog="python -m lab", description="BadNet Pruning Lab command line.",
+    parser = arguments.OneLineParser(prog="python -m lab", description="BadNet Pruning Lab command line.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     listing = []
@@ -40,17 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lab.cli.arguments import print_error
     from lab.cli.instructors import FORWARDED, run_forwarded
     from lab.errors import LabError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv and argv[0] in FORWARDED:  # a whole program: its own options, its own --help
-            return run_forwarded(argv[0], argv[1:])
-        args = build_parser().parse_args(argv)
+        try:
+            if argv and argv[0] in FORWARDED:  # a whole program: its own options, its own --help
+                return run_forwarded(argv[0], argv[1:])
+            args = build_parser().parse_args(argv)
+        except SystemExit as stop:  # --help, or a bad argument already reported in one line: the status
+            if stop.code is None or isinstance(stop.code, int):
+                return stop.code or 0
+            print(stop.code, file=sys.stderr)  # what Python itself does with sys.exit("message")
+            return 1
         return args.handler(args)
     except LabError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(str(error))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,10 +8,12 @@ exits with status 2 on bad input, instead of a TensorFlow trace.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from lab.cli import arguments
+from lab.io.manifest import dumps  # strict JSON: a rate that does not exist is null, never NaN
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -25,7 +27,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     backdoor = "auto" if args.backdoor_class is None else args.backdoor_class
     result = evaluation.evaluate(model, clean, poisoned, backdoor_class=backdoor)
     if args.json:
-        print(json.dumps(result))
+        print(dumps(result))
         return 0
     print(f"model: {args.model} ({model.n_classes} classes, input scale {model.input_scale}: {model.scale_source})")
     if "backdoor_class" in result:
@@ -57,33 +59,42 @@ def _records(table, columns) -> list[dict]:
 
 def _prune_outputs(out: Path, thresholds: list[float], force: bool) -> dict:
     from lab.defenses import pruning
-    from lab.errors import LabInputError, check_writable
+    from lab.errors import check_output_location, check_writable
+    from lab.io.models import META_SUFFIX
 
-    if out.exists() and not out.is_dir():
-        raise LabInputError(out, "a directory for the sweep's outputs", "a file")
+    check_output_location(out, "--out", "directory")
     paths = {"sweep": out / "sweep.csv", "thresholds": out / "thresholds.csv", "plot": out / "sweep.png",
              "report": out / "report.json"}
     model_files = [out / pruning.threshold_filename(t) for t in thresholds]
-    for path in [*paths.values(), *model_files]:
+    for path in [*paths.values(), *model_files, *(Path(f"{m}{META_SUFFIX}") for m in model_files)]:
         check_writable(path, force)
     return paths
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from lab.io import data, models
-    from lab.evaluation import plots
     from lab.defenses import pruning
+    from lab.evaluation import metrics, plots
+    from lab.io import data, models
 
     out = Path(args.out)
-    pruning.check_thresholds(args.rule, args.thresholds)  # fail before minutes of work, not after
+    # Everything that can be checked is checked before the sweep (minutes on the course files), not after it.
+    pruning.check_thresholds(args.rule, args.thresholds)
     paths = _prune_outputs(out, args.thresholds, args.force)
-    model = models.load_model(args.model, scale=args.scale)
     clean = data.load_h5(args.valid)
     poisoned = data.load_h5(args.poisoned_valid) if args.poisoned_valid else None
+    model = models.load_model(args.model, scale=args.scale)
+    pruning.plan_sweep(model, args.layer, args.measure, args.method)
+    model.check_data(clean)
+    if poisoned is not None:
+        model.check_data(poisoned)
+    if args.rule == "first-reach":  # one forward pass: a drop above the starting accuracy is never reached
+        pruning.check_thresholds(args.rule, args.thresholds,
+                                 metrics.clean_accuracy(model.predict_labels(clean.x), clean.y))
     start = time.perf_counter()
     table = pruning.sweep(model, clean, poisoned, args.layer, args.measure, args.order, args.method,
                           progress=not args.json and sys.stderr.isatty())
     selection = pruning.select_thresholds(table, args.thresholds, args.rule)
+    out.mkdir(parents=True, exist_ok=True)  # also when no threshold was reached and no model is saved
     saved = pruning.save_pruned_models(model, table, selection, out, force=args.force)
     seconds = time.perf_counter() - start
     table.to_csv(paths["sweep"], index=False)
@@ -100,11 +111,17 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         "valid": args.valid, "poisoned_valid": args.poisoned_valid,
         "files": {key: str(path) for key, path in paths.items()},
     }
-    paths["report"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["report"].write_text(dumps(report, indent=2) + "\n")
     if args.json:
-        print(json.dumps(report))
-        return 0
-    _print_prune_report(report)
+        print(dumps(report))
+    else:
+        _print_prune_report(report)
+    missing = pruning.unreached(saved)
+    if missing:
+        # The sweep and the reached thresholds' models are kept (minutes of work); the exit status says it fell short.
+        arguments.print_error(f"--thresholds: expected accuracy drops the sweep reaches, found {'; '.join(missing)} "
+                              f"(the sweep and the other thresholds' results are in {out})")
+        return 2
     return 0
 
 
@@ -128,10 +145,14 @@ def _print_prune_report(report: dict) -> None:
 
 def _cmd_goodnet(args: argparse.Namespace) -> int:
     from lab.defenses import goodnet
+    from lab.errors import check_output_location, check_writable
     from lab.io import models
-    from lab.errors import check_writable
+    from lab.io.models import META_SUFFIX
 
+    goodnet.check_goodnet_path(args.out)
+    check_output_location(args.out, "--out", "file")
     check_writable(args.out, args.force)
+    check_writable(args.out + META_SUFFIX, args.force)
     badnet = models.load_model(args.badnet, scale=args.scale)
     pruned = models.load_model(args.pruned, scale=args.scale)
     repaired = goodnet.build_goodnet(badnet, pruned)
@@ -171,7 +192,7 @@ def _cmd_fine_prune(args: argparse.Namespace) -> int:
                "poisoned_valid_attack_success_rate": (None if poisoned is None else
                                                        float(best["poisoned_valid_attack_success_rate"]))}
     if args.json:
-        print(json.dumps(summary))
+        print(dumps(summary))
         return 0
     print(f"fine-pruned {result.layer}: {summary['channels_pruned']} channels pruned, fine-tuned {recipe.epochs} "
           f"epochs ({args.recipe} recipe) on {summary['n_train']} clean images in {result.seconds:.1f} s")
@@ -221,7 +242,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         summary["test"] = {name: {key: _json_value(value) for key, value in row.items()}
                            for name, row in table.to_dict(orient="index").items()}
     if args.json:
-        print(json.dumps(summary))
+        print(dumps(summary))
         return 0
     unit = "bits (mean blended entropy)" if args.method == "strip" else "(drop of B's confidence)"
     if args.method == "goodnet":
@@ -274,7 +295,7 @@ def register(commands) -> None:
     evaluate.add_argument("--poisoned", help="poisoned data file; its labels are the attacker's target")
     evaluate.add_argument("--scale", choices=["raw", "unit"], help="model input scale: raw 0..255 or unit x/255 "
                           "(default: recorded with the model)")
-    evaluate.add_argument("--backdoor-class", type=int, metavar="N",
+    evaluate.add_argument("--backdoor-class", type=arguments.positive_int, metavar="N",
                           help="treat class N as a GoodNet's 'backdoor' answer and report detection and clean "
                                "false-positive rates (default: recorded by the lab with its GoodNets)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
@@ -309,7 +330,7 @@ def _add_prune(commands) -> None:
                        help="layer whose mean activation ranks the channels (default pool_3)")
     prune.add_argument("--order", choices=pruning.ORDERS, default="increasing",
                        help="prune least active first (increasing, default) or most active first (decreasing)")
-    prune.add_argument("--thresholds", type=float, nargs="+", default=list(pruning.DEFAULT_THRESHOLDS), metavar="X",
+    prune.add_argument("--thresholds", type=arguments.percentage_points, nargs="+", default=list(pruning.DEFAULT_THRESHOLDS), metavar="X",
                        help="clean accuracy drops in percentage points (default 2 4 10)")
     prune.add_argument("--rule", choices=list(pruning.RULES), default="first-reach",
                        help="first-reach: first step whose drop reaches X (the assignment's rule, default); "
@@ -351,16 +372,16 @@ def _add_fine_prune(commands) -> None:
     fine.add_argument("--valid", required=True, help="clean validation data (h5): the only data that chooses")
     fine.add_argument("--poisoned-valid", help="poisoned validation data (h5), for the attack success rate only")
     how = fine.add_mutually_exclusive_group()
-    how.add_argument("--threshold", type=float, default=4.0, metavar="X",
+    how.add_argument("--threshold", type=arguments.percentage_points, default=4.0, metavar="X",
                      help="prune at the first step whose clean accuracy drop reaches X pp (default 4)")
-    how.add_argument("--channels", type=int, default=None, metavar="K",
+    how.add_argument("--channels", type=arguments.int_at_least(0), default=None, metavar="K",
                      help="prune exactly K channels instead (0: fine-tuning alone)")
     fine.add_argument("--recipe", default="unlearning", help=f"fine-tuning recipe: {', '.join(finepruning.RECIPES)} "
                       "(default unlearning, as in 05 and 06)")
     fine.add_argument("--epochs", type=int, default=None, help="epochs of fine-tuning (default: the recipe's)")
     fine.add_argument("--holdout-fraction", type=float, default=1 / 3, metavar="F",
                       help="share of each class held out to choose the epoch (default 1/3)")
-    fine.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split and training seed (default {DEFAULT_SEED})")
+    fine.add_argument("--seed", type=arguments.seed, default=DEFAULT_SEED, help=f"split and training seed (default {DEFAULT_SEED})")
     _add_scale(fine)
     fine.add_argument("--out", required=True, metavar="FILE", help="B'' (.h5 or .keras)")
     fine.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -384,11 +405,11 @@ def _add_detect(commands) -> None:
     detect.add_argument("--budget", type=float, default=None, metavar="PERCENT",
                         help="%% of clean held-out inputs the detector may flag (default 2 for confidence, 1 for "
                              "STRIP)")
-    detect.add_argument("--overlays", type=int, default=20, help="STRIP: clean images each input is blended with")
+    detect.add_argument("--overlays", type=arguments.positive_int, default=20, help="STRIP: clean images each input is blended with")
     detect.add_argument("--alpha", type=float, default=0.5, help="STRIP: the input's weight in each blend")
     detect.add_argument("--holdout-fraction", type=float, default=1 / 3, metavar="F",
                         help="share of each class held out to calibrate on (default 1/3)")
-    detect.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
+    detect.add_argument("--seed", type=arguments.seed, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
     detect.add_argument("--clean-test", help="clean test data (h5) to judge B and the detector on")
     detect.add_argument("--poisoned-test", help="poisoned test data (h5) to judge B and the detector on")
     _add_scale(detect)

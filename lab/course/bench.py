@@ -209,7 +209,7 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def time_default_build(identities: int | None = None) -> dict:
+def time_default_build(identities: int | None = None, out: str | None = None) -> dict:
     """Wall time of ``python -m lab make-default`` into a temporary folder, in a fresh process.
 
     A fresh process is what a user runs (TensorFlow's import included) and
@@ -219,7 +219,8 @@ def time_default_build(identities: int | None = None) -> dict:
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as temporary:
+        out = out or temporary  # the caller's folder when it wants the build kept (time_lab)
         command = [sys.executable, "-m", "lab", "make-default", "--out", out, "--quiet"]
         if identities is not None:
             command += ["--identities", str(identities)]
@@ -238,6 +239,45 @@ def format_build(build: dict) -> str:
             f"attack success rate {build['attack_success_rate_test']:.2f} % (goal >= 99)")
 
 
+LAB_BUDGET_SECONDS = 300  # issue 10: `make lab` (default build + every notebook, A1 included) on 2 cores
+
+
+def time_lab(identities: int | None = None) -> dict:
+    """What ``make lab`` costs from scratch: the default build, then every notebook (A1 included), timed apart.
+
+    The default goes into a temporary folder (``LAB_ROOT`` of the numbered
+    notebooks; A1 makes its own data); otherwise every notebook runs with its
+    own parameters, writing into ``build/`` as ``make lab`` does, on a fresh
+    kernel. Returns ``{"steps": [(name, seconds), ...], "total": s}``.
+    """
+    import tempfile
+
+    from lab import notebooks
+
+    steps = []
+    with tempfile.TemporaryDirectory() as out:
+        build = time_default_build(identities, out=out)
+        steps.append((f"default build ({build['identities']} identities)", build["seconds"]))
+        paths = notebooks.lab_notebooks() + sorted(notebooks.NOTEBOOK_DIR.glob("A[0-9]_*.ipynb"))
+        for path in paths:
+            parameters = {"LAB_ROOT": out} if path in paths[:len(notebooks.lab_notebooks())] else {}
+            report = notebooks.execute(path, Path(out) / "executed" / path.name, parameters)
+            steps.append((path.name, report["seconds"]))
+            print(f"  {path.name}: {report['seconds']:.1f} s", file=sys.stderr, flush=True)
+    return {"steps": steps, "total": sum(seconds for _, seconds in steps)}
+
+
+def format_lab(result: dict) -> str:
+    """The breakdown of :func:`time_lab` beside the 300 s budget."""
+    width = max(len(name) for name, _ in result["steps"])
+    lines = [f"make lab from scratch (budget {LAB_BUDGET_SECONDS} s on 2 cores):"]
+    lines += [f"  {name:<{width}}  {seconds:7.1f} s" for name, seconds in result["steps"]]
+    total = result["total"]
+    lines.append(f"  {'total':<{width}}  {total:7.1f} s  ({total / LAB_BUDGET_SECONDS:.2f}x the budget: "
+                 f"{'within' if total <= LAB_BUDGET_SECONDS else 'over by ' + format(total - LAB_BUDGET_SECONDS, '.0f') + ' s'})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> int:
     """The program behind ``python -m lab.bench`` and ``python -m lab bench``."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
@@ -247,11 +287,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> in
     parser.add_argument("--skip-build", action="store_true", help="do not time the embedded default's build")
     parser.add_argument("--build-identities", type=int, default=None,
                         help="identities of the timed default build (default: the default's 100)")
+    parser.add_argument("--lab", action="store_true",
+                        help="also time `make lab` from scratch: the default build and every notebook, "
+                             f"beside its {LAB_BUDGET_SECONDS} s budget (minutes)")
+    parser.add_argument("--lab-only", action="store_true", help="only the `make lab` breakdown")
     args = parser.parse_args(argv)
+    if args.lab_only:
+        print(format_lab(time_lab(args.build_identities)))
+        return 0
     if args.n < 1 or args.naive_steps < 1:
         parser.error("--n and --naive-steps must be >= 1")
     print(format_report(run(args.n, args.naive_steps, args.seed)), flush=True)
-    if not args.skip_build:
+    if args.lab:
+        print(format_lab(time_lab(args.build_identities)))
+    elif not args.skip_build:
         print(format_build(time_default_build(args.build_identities)))
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,28 @@ NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 
 def lab_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     """The numbered notebooks (``NN_name.ipynb``) in order."""
-    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb") if not p.name.endswith(".nbconvert.ipynb"))
+
+
+def _kernel_config():
+    """Kernel-manager settings: local sockets (IPC) where the OS has them.
+
+    Over the default TCP transport ipykernel warns, once per notebook, that the
+    kernel runs "over TCP without encryption"; IPC sockets live in Jupyter's
+    runtime folder, readable only by the user, so there is nothing to warn
+    about. Windows has no IPC transport and keeps TCP (on localhost).
+    """
+    import uuid
+
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets.config import Config
+
+    if os.name == "nt":
+        return Config()
+    # An absolute socket path: the kernel starts in the notebook's folder, the client in ours.
+    runtime = Path(jupyter_runtime_dir())
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(runtime / f"lab-{uuid.uuid4().hex[:12]}-ipc")}})
 
 
 def execute(notebook: str | Path, out: str | Path, parameters: dict | None = None, html: bool = False,
@@ -42,7 +64,7 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
     if parameters:
         node = parameterize_notebook(node, parameters)
     started = time.perf_counter()
-    client = NotebookClient(node, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(node, config=_kernel_config(), timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd or notebook.parent)}})
     try:
         client.execute()
@@ -51,11 +73,20 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
         nbformat.write(node, out)
     seconds = time.perf_counter() - started
     if html:
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_notebook_node(node)
-        out.with_suffix(".html").write_text(body)
+        export_html(out)
     return {"notebook": notebook.name, "seconds": seconds, "out": str(out)}
+
+
+def export_html(executed: str | Path) -> Path:
+    """An HTML export beside an executed notebook (``.ipynb`` -> ``.html``)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    executed = Path(executed)
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    out = executed.with_suffix(".html")
+    out.write_text(body)
+    return out
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m lab.notebooks") -> int:

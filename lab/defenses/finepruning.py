@@ -219,6 +219,10 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
     model.check_data(train)
     if holdout is not None:
         model.check_data(holdout)
+    key = _cache_key(model, train, holdout, config, seed, keep_zero)
+    cached = _from_cache(model, key, config, report)
+    if cached is not None:
+        return cached
     tuned = clone_model(model)
     keras_model = tuned.model
     _reinitialize(keras_model, config.reinitialize, seed)
@@ -268,7 +272,68 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
                           holdout_accuracy=None if holdout is None else float(rows[best_epoch]["holdout_accuracy"]))
     table = pd.DataFrame(rows)
     table.attrs.update(best_epoch=best_epoch, report_sets=list(report))
-    return FineTuneResult(tuned, table, best_epoch, time.perf_counter() - started, config)
+    result = FineTuneResult(tuned, table, best_epoch, time.perf_counter() - started, config)
+    _to_cache(key, result, report)
+    return result
+
+
+# ---------------------------------------------------------------- cache (lab.cache): 06 reuses what 05 trained
+
+_HISTORY_COLUMNS = ["epoch", "learning_rate", "loss", "holdout_accuracy"]
+# The code a fine-tuning result depends on: a change to any of these never reuses an old result.
+_CODE = (__name__, "lab.defenses.augment", "lab.defenses.perturbation", "lab.defenses.surgery")
+
+
+def _cache_key(model, train: Dataset, holdout: Dataset | None, config: FineTuneConfig, seed: int,
+               keep_zero: Mapping[str, Sequence[int]]) -> str:
+    """SHA-256 of everything a fine-tuning result depends on (``report`` only measures: not in the key)."""
+    import sys
+
+    import keras
+    import tensorflow as tf
+
+    import lab
+    from lab import cache
+
+    keras_model = model.model
+    return cache.digest([type(layer).__name__ for layer in keras_model.layers], keras_model.get_weights(),
+                        model.input_scale, train.x, train.y, holdout is None,
+                        [] if holdout is None else [holdout.x, holdout.y], dataclasses.asdict(config), seed,
+                        dict(keep_zero), [cache.source_digest(sys.modules[name]) for name in _CODE],
+                        [lab.__version__, tf.__version__, keras.__version__, np.__version__])
+
+
+def _from_cache(model, key: str, config: FineTuneConfig, report: Mapping[str, Dataset]) -> FineTuneResult | None:
+    """The stored result for ``key``, if it also measured every ``report`` set asked for (same name, same data)."""
+    import pandas as pd
+
+    from lab import cache
+
+    found = cache.load("fine_tune", key)
+    if found is None:
+        return None
+    weights, info = found
+    if any(info["report"].get(name) != cache.digest(data.x, data.y) for name, data in report.items()):
+        return None  # the history lacks a column asked for: train again (and store that)
+    tuned = clone_model(model)
+    tuned.model.set_weights(weights)
+    tuned.metadata.update(info["metadata"], cache=f"reused fine-tuning result {key[:12]} (lab.cache)")
+    table = pd.DataFrame(info["history"])[_HISTORY_COLUMNS + list(report)]
+    table.attrs.update(best_epoch=info["best_epoch"], report_sets=list(report))
+    # seconds: what the result cost to compute, so comparison tables stay honest.
+    return FineTuneResult(tuned, table, info["best_epoch"], info["seconds"], config)
+
+
+def _to_cache(key: str, result: FineTuneResult, report: Mapping[str, Dataset]) -> None:
+    from lab import cache
+
+    metadata = {name: result.model.metadata[name] for name in ("fine_tuned_epochs", "best_epoch", "holdout_accuracy")}
+    history = {column: [None if value != value else value for value in result.history[column].tolist()]
+               for column in result.history.columns}
+    cache.store("fine_tune", key, result.model.model.get_weights(),
+                {"metadata": metadata, "history": history, "best_epoch": int(result.best_epoch),
+                 "seconds": result.seconds, "report": {name: cache.digest(data.x, data.y)
+                                                       for name, data in report.items()}})
 
 
 def fine_prune(badnet, clean_valid: Dataset, threshold: float | None = 4.0, n_channels: int | None = None,
@@ -304,13 +369,14 @@ def fine_prune(badnet, clean_valid: Dataset, threshold: float | None = 4.0, n_ch
             raise LabInputError(None, f"0..{len(table) - 1} channels to prune", str(n_channels))
     channels = pruning.pruned_channels(table, n_channels)
     pruned = pruning.prune_model(badnet, channels, layer)
+    tune_started = time.perf_counter()
     tuned = fine_tune(pruned, train, holdout, config, seed, keep_zero={layer: channels}, report=report,
                       progress=progress)
     tuned.model.metadata.update(pruned_layer=layer, pruned_channels=channels, threshold=threshold,
                                 rule=rule if selection is not None else None, n_train=len(train),
                                 n_holdout=len(holdout), source_model=getattr(badnet, "path", None))
     return FinePruneResult(tuned.model, channels, table, selection, tuned.history, tuned.best_epoch, train, holdout,
-                           time.perf_counter() - started, config, layer)
+                           tune_started - started + tuned.seconds, config, layer)  # a reused result: its cost
 
 
 def pruned_channels_are_zero(model, layer: str, channels: Sequence[int]) -> bool:

@@ -54,6 +54,15 @@ def _clone_on(keras_model, inputs, prefix: str):
     return clone.output
 
 
+def clone_on(keras_model, inputs, prefix: str):
+    """``keras_model`` rebuilt on the tensor ``inputs`` with layer names ``prefix + name`` and its weights; its output.
+
+    Two networks placed on one input this way can be combined with
+    ``keras.ops`` into one functional model (04's exercise does it for G).
+    """
+    return _clone_on(keras_model, inputs, prefix)
+
+
 def _check_pair(badnet, pruned) -> int:
     if badnet.input_scale != pruned.input_scale:
         raise LabInputError(pruned.path, f"the BadNet's input scale {badnet.input_scale!r} (B and B' must take the "
@@ -90,6 +99,15 @@ def build_goodnet(badnet, pruned, name: str = "goodnet"):
     return LoadedModel(goodnet, badnet.input_scale, None, f"the BadNet's ({badnet.scale_source})", metadata)
 
 
+def check_goodnet_path(path: str | os.PathLike) -> Path:
+    """``path`` if it names a ``.keras`` file (the ops in G's graph need the native format); one line otherwise."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise LabInputError(path, "a GoodNet file name ending in .keras (the ops in its graph need the native format)",
+                            f"suffix {path.suffix or 'none'!r}")
+    return path
+
+
 def save_goodnet(goodnet, path: str | os.PathLike, force: bool = False) -> Path:
     """Save G (a ``LoadedModel`` from :func:`build_goodnet`) as ``.keras`` with the lab's metadata beside it.
 
@@ -98,10 +116,7 @@ def save_goodnet(goodnet, path: str | os.PathLike, force: bool = False) -> Path:
     """
     from lab.io.models import save_model
 
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise LabInputError(path, "a GoodNet file name ending in .keras (the ops in its graph need the native format)",
-                            f"suffix {path.suffix or 'none'!r}")
+    path = check_goodnet_path(path)
     n_classes = goodnet.metadata["backdoor_class"]
     return save_model(goodnet.model, path, goodnet.input_scale,
                       f"GoodNet: B's class when B and B' agree, class {n_classes} (backdoor) otherwise",

@@ -226,13 +226,43 @@ def threshold_filename(threshold: float, suffix: str = ".h5") -> str:
     return f"pruned_{threshold:g}{suffix}"
 
 
-def check_thresholds(rule: str, thresholds: Sequence[float]) -> None:
-    """Raise one line for an unknown rule or a threshold that is not a positive number."""
+def check_thresholds(rule: str, thresholds: Sequence[float], start_accuracy: float | None = None) -> None:
+    """Raise one line for an unknown rule or thresholds no sweep can use; call it before the sweep.
+
+    Thresholds must be finite numbers strictly between 0 and 100, each once
+    (two that name the same ``pruned_<X>.h5`` file, like 2 and 2.0, are one
+    threshold given twice). With ``start_accuracy`` (clean accuracy before
+    pruning, %), a ``first-reach`` threshold above it is refused too: the drop
+    can never exceed the starting accuracy, so no sweep could reach it.
+    """
     if rule not in RULES:
         raise LabInputError(None, f"--rule one of {', '.join(RULES)}", repr(rule))
-    bad = [t for t in thresholds if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0)]
-    if bad or not thresholds:
-        raise LabInputError(None, "thresholds > 0 (percentage points)", f"{list(thresholds)}")
+    thresholds = list(thresholds)
+    if not thresholds:
+        raise LabInputError("--thresholds", "at least one threshold (percentage points)", "none")
+    bad = [t for t in thresholds
+           if isinstance(t, bool) or not (isinstance(t, (int, float)) and math.isfinite(t) and 0 < t < 100)]
+    if bad:
+        raise LabInputError("--thresholds", "numbers strictly between 0 and 100 (percentage points)",
+                            ", ".join(repr(t) for t in bad))
+    names: dict[str, list[float]] = {}
+    for threshold in thresholds:
+        names.setdefault(threshold_filename(threshold), []).append(threshold)
+    repeated = [given for given in names.values() if len(given) > 1]
+    if repeated:
+        raise LabInputError("--thresholds", "each threshold once (one pruned_<X>.h5 file each)",
+                            "; ".join(f"{given[0]:g} given {len(given)} times" for given in repeated))
+    if start_accuracy is not None and rule == "first-reach":
+        unreachable = [t for t in thresholds if t > start_accuracy]
+        if unreachable:
+            raise LabInputError("--thresholds", f"accuracy drops of at most {start_accuracy:.2f} percentage "
+                                "points (the clean accuracy before pruning; it cannot drop further)",
+                                ", ".join(f"{t:g}" for t in unreachable))
+
+
+def unreached(selection) -> list[str]:
+    """The note of every threshold of ``selection`` (from :func:`select_thresholds`) that no step reached."""
+    return [f"{row.threshold:g}: {row.note}" for row in selection.itertuples() if not row.found]
 
 
 # ---------------------------------------------------------------- per-step outputs (for checks)
@@ -299,6 +329,69 @@ def _pick(drops: np.ndarray, threshold: float, rule: str) -> tuple[int | None, s
     largest = int(np.nanargmax(drops)) if np.isfinite(drops).any() else 0
     return None, (f"no step reaches a drop of {threshold:g}{unit} (largest {np.nanmax(drops) if np.isfinite(drops).any() else float('nan'):.2f}"
                   f"{unit} at {largest} channels); no model for this threshold")
+
+
+# ---------------------------------------------------------------- what the late sweep does
+
+
+def answers_per_step(model, clean_valid, poisoned_valid, sweep_table, target: int, last: int | None = None):
+    """Where B' sends clean and poisoned inputs at each step of a sweep: one row per step.
+
+    Columns: ``channels_pruned``, ``clean_accuracy``, ``attack_success_rate``
+    (copied from ``sweep_table``), ``clean_to_target`` (% of clean inputs
+    answered with the attacker's ``target``), ``clean_answers`` and
+    ``poisoned_answers`` (how many distinct classes B' still answers).
+    ``last``: only the last ``last`` steps (the end of the sweep, where ASR
+    can come back). Outputs come from the sweep's own exact engine.
+    """
+    import pandas as pd
+
+    layer, measure = sweep_table.attrs.get("layer", DEFAULT_LAYER), sweep_table.attrs.get("measure", DEFAULT_MEASURE)
+    channels = pruned_channels(sweep_table, len(sweep_table) - 1)
+    first = 0 if last is None else max(0, len(sweep_table) - last)
+    rows = []
+    clean_steps = step_outputs(model, clean_valid.x, channels, layer, measure)
+    poisoned_steps = step_outputs(model, poisoned_valid.x, channels, layer, measure)
+    for step, (clean_out, poisoned_out) in enumerate(zip(clean_steps, poisoned_steps)):
+        if step < first:
+            continue
+        clean_answers, poisoned_answers = clean_out.argmax(axis=1), poisoned_out.argmax(axis=1)
+        rows.append({"channels_pruned": step, "clean_accuracy": float(sweep_table["clean_accuracy"].iloc[step]),
+                     "attack_success_rate": float(sweep_table["attack_success_rate"].iloc[step]),
+                     "clean_to_target": metrics.percent(clean_answers == target),
+                     "clean_answers": len(np.unique(clean_answers)), "poisoned_answers": len(np.unique(poisoned_answers))})
+    return pd.DataFrame(rows)
+
+
+def describe_rebound(table, rise: float = 5.0) -> str:
+    """In words, from :func:`answers_per_step`'s table: does ASR come back after its lowest point, and why?
+
+    A rebound is an ASR at least ``rise`` points above its minimum, later
+    than the minimum. The text reports the numbers and which explanation
+    they support: B' sending clean faces to the target as well (a collapse
+    onto one class, so "ASR" says nothing about the trigger), or not (the
+    last channels still carry the trigger, and nothing outvotes it).
+    """
+    asr = table["attack_success_rate"].to_numpy(dtype=float)
+    if not len(asr) or not np.isfinite(asr).any():
+        return "no attack success rate recorded (no poisoned data)"
+    low = int(np.nanargmin(asr))
+    later = table.iloc[low + 1:]
+    later = later[later["attack_success_rate"] >= asr[low] + rise]
+    if later.empty:
+        return (f"no rebound: the attack success rate does not rise again by {rise:g} points after its lowest "
+                f"value ({asr[low]:.1f} % at {int(table['channels_pruned'].iloc[low])} channels pruned)")
+    peak = later.loc[later["attack_success_rate"].idxmax()]
+    text = (f"rebound: the attack success rate falls to {asr[low]:.1f} % at {int(table['channels_pruned'].iloc[low])} "
+            f"channels pruned and comes back to {peak['attack_success_rate']:.1f} % at {int(peak['channels_pruned'])}, "
+            f"where clean accuracy is {peak['clean_accuracy']:.1f} % and B' answers only {int(peak['clean_answers'])} "
+            f"distinct classes on clean faces; ")
+    if peak["clean_to_target"] >= peak["attack_success_rate"] / 2:
+        return text + (f"it sends {peak['clean_to_target']:.1f} % of CLEAN faces to the target too: the network has "
+                       "collapsed onto a few classes, and the 'attack success' is that collapse, not the trigger")
+    return text + (f"it sends only {peak['clean_to_target']:.1f} % of clean faces to the target: not a collapse onto "
+                   "the target. The last channels (the most active on clean faces) still respond to the trigger, and "
+                   "with the identity channels gone nothing outvotes it; the network is useless by then anyway")
 
 
 # ---------------------------------------------------------------- the defense contract

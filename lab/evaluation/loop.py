@@ -36,13 +36,16 @@ def backdoor_class_of(model) -> int | None:
 
 
 def _resolve_backdoor_class(model, backdoor_class: int | str | None) -> int | None:
+    where = getattr(model, "path", None)
     if backdoor_class == "auto":
-        return backdoor_class_of(model)
+        backdoor_class = backdoor_class_of(model)
+        if where:  # the recorded class comes from the sidecar: a wrong one is refused naming it
+            where = f"{where}.lab.json"
     if backdoor_class is None:
         return None
     backdoor_class = int(backdoor_class)
     if not 0 < backdoor_class < model.n_classes:
-        raise LabInputError(model.path, f"a backdoor class in 1..{model.n_classes - 1} (the model has "
+        raise LabInputError(where, f"a backdoor class in 1..{model.n_classes - 1} (the model has "
                             f"{model.n_classes} outputs)", str(backdoor_class))
     return backdoor_class
 

@@ -11,6 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 CLEAN_COLOR, ATTACK_COLOR, DETECT_COLOR, OTHER_COLOR = "#1f77b4", "#d62728", "#2ca02c", "#9e9e9e"
+FALSE_ALARM_COLOR = "#98df8a"  # clean inputs flagged as backdoor: the light shade of DETECT_COLOR
+# One meaning per colour in every figure: blue clean accuracy, red attack success, dark green poisoned inputs
+# flagged (detection), light green clean inputs flagged (false alarms), grey anything else.
+METRIC_COLORS = {"clean_accuracy": CLEAN_COLOR, "attack_success_rate": ATTACK_COLOR, "detection_rate": DETECT_COLOR,
+                 "clean_false_positive_rate": FALSE_ALARM_COLOR}
 
 
 def set_theme() -> None:
@@ -52,21 +57,27 @@ def plot_sweep(sweep, selection=None, title: str | None = None):
     top.set_xlabel("channels pruned (count)")
     axes.set_title(title or f"Pruning {layer} by mean {sweep.attrs.get('measure', '')} activation "
                             f"({sweep.attrs.get('order', '')} order)", fontsize=11)
-    axes.legend(loc="lower left")
+    axes.legend(loc="center left", fontsize=9)
     return figure
 
 
 def _mark_thresholds(axes, selection) -> None:
-    """A dashed line at each step a threshold picked; thresholds picking the same step share one line."""
+    """A dashed line at each step a threshold picked; thresholds picking the same step share one line.
+
+    Labels sit at the bottom, to the left of their line, one height per line
+    (staggered), on a white box: neighbouring steps never print over each
+    other, and the legend sits elsewhere (centre left).
+    """
     found = selection[selection["found"]]
     rule = selection["rule"].iloc[0] if len(selection) else ""
     for number, (fraction, rows) in enumerate(found.groupby("fraction_pruned", sort=True)):
         x = 100.0 * fraction
         axes.axvline(x, color="black", linestyle="--", linewidth=1, alpha=0.7,
-                     label=f"model saved at a threshold ({rule} rule)" if number == 0 else None)
+                     label=f"B' saved at a threshold ({rule} rule)" if number == 0 else None)
         label = ", ".join(f"{t:g}" for t in rows["threshold"]) + f" pp: {int(rows['channels_pruned'].iloc[0])} ch."
-        axes.annotate(label, (x, 4), rotation=90, ha="right", va="bottom", fontsize=9,
-                      bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+        axes.annotate(label, (x, 3 + 8 * (number % 5)), xytext=(-3, 0), textcoords="offset points", ha="right",
+                      va="bottom", fontsize=8, zorder=5,
+                      bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "0.6", "alpha": 0.95})
 
 
 def plot_channel_activation(sweep, title: str | None = None):
@@ -99,8 +110,9 @@ def plot_comparison(table, columns=("clean_accuracy", "attack_success_rate", "de
 
     figure, axes = _figure(max(6.0, 1.6 * len(table) + 3), 4.5)
     long = (table[list(columns)].reset_index().melt(id_vars="model", var_name="metric", value_name="percent"))
+    palette = {column.replace("_", " "): METRIC_COLORS.get(column, OTHER_COLOR) for column in columns}
     long["metric"] = long["metric"].str.replace("_", " ")
-    seaborn.barplot(data=long, x="model", y="percent", hue="metric", ax=axes)
+    seaborn.barplot(data=long, x="model", y="percent", hue="metric", ax=axes, palette=palette)
     axes.set(ylim=(0, 105), xlabel="model", ylabel="rate (%)")
     axes.set_title(title, fontsize=11)
     axes.legend(title="metric", loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -115,7 +127,7 @@ def plot_breakdown(table, title: str = "Where the inputs go: clean (CSR/CFR) and
     figure, (clean_axes, poisoned_axes) = _figure(10.0, 2.4 + 0.5 * len(table), ncols=2, sharey=True)
     parts = {
         clean_axes: (("clean_accuracy", "CSR correct", CLEAN_COLOR),
-                     ("clean_false_positive_rate", "CFR flagged as backdoor", DETECT_COLOR),
+                     ("clean_false_positive_rate", "CFR flagged as backdoor", FALSE_ALARM_COLOR),
                      ("clean_other", "other wrong label", OTHER_COLOR)),
         poisoned_axes: (("attack_success_rate", "ATR attack succeeds", ATTACK_COLOR),
                         ("detection_rate", "DTR detected (class N)", DETECT_COLOR),
@@ -177,12 +189,20 @@ def plot_label_distribution(datasets: dict, n_classes: int | None = None,
     figure, axes = _figure(height=3.5)
     top = n_classes or 1 + max(int(d.y.max()) for d in datasets.values() if len(d))
     highest = 1
-    for name, dataset in datasets.items():
+    styles = [("-", 3.2), ("--", 2.2), (":", 2.2), ("-.", 1.6)]
+    drawn = {}
+    for number, (name, dataset) in enumerate(datasets.items()):
         counts = np.bincount(dataset.y, minlength=top)
         highest = max(highest, int(counts.max()))
-        axes.step(np.arange(top), counts, where="mid", label=f"{name} ({len(dataset)} images)")
+        same = next((other for other, values in drawn.items() if np.array_equal(values, counts)), None)
+        note = f", same counts as {same}" if same else ""
+        style, width = styles[number % len(styles)]
+        # Distinct line styles and widths, widest first: a set with the same counts as another stays visible.
+        axes.step(np.arange(top), counts, where="mid", linestyle=style, linewidth=width,
+                  label=f"{name} ({len(dataset)} images{note})", zorder=2 + number)
+        drawn[name] = counts
     axes.set(xlabel="class (identity)", ylabel="images (count)", title=title, ylim=(0, 1.3 * highest))
-    axes.legend()
+    axes.legend(fontsize=9)
     return figure
 
 
@@ -211,17 +231,31 @@ def plot_confidence(table, title: str = "How sure is the BadNet? Top-class proba
 
 def plot_channel_means(clean: np.ndarray, poisoned: np.ndarray, layer: str = "pool_3",
                        title: str | None = None):
-    """Mean activation per channel on clean vs poisoned inputs, channels sorted by clean mean (pruning order)."""
-    figure, axes = _figure(height=4.0)
+    """Mean activation per channel on clean vs poisoned inputs, in pruning order (least active on clean data first).
+
+    The x axis is the pruning rank (1 = pruned first); every bar carries its
+    channel id below it, so a channel named in a table can be found. Channels
+    never active on clean data are shaded as one block.
+    """
+    figure, axes = _figure(max(9.0, 0.16 * len(clean) + 2.0), 4.2)
     order = np.argsort(clean, kind="stable")
-    positions = np.arange(len(order))
-    axes.bar(positions - 0.2, clean[order], width=0.4, color=CLEAN_COLOR, label="clean validation")
-    axes.bar(positions + 0.2, poisoned[order], width=0.4, color=ATTACK_COLOR, label="poisoned validation")
-    axes.set_xticks(positions[::5], [str(c) for c in order[::5]], fontsize=8)
-    axes.set(xlabel=f"{layer} channel, in pruning order (least active on clean data first)",
+    ranks = np.arange(1, len(order) + 1)
+    axes.bar(ranks - 0.2, clean[order], width=0.4, color=CLEAN_COLOR, label="clean validation")
+    axes.bar(ranks + 0.2, poisoned[order], width=0.4, color=ATTACK_COLOR, label="poisoned validation")
+    dormant = int(np.sum(clean == 0))
+    if dormant:
+        axes.axvspan(0.5, dormant + 0.5, color=OTHER_COLOR, alpha=0.15, lw=0,
+                     label=f"ranks 1-{dormant}: never active on clean data")
+    axes.set_xticks(ranks, [str(c) for c in order], fontsize=7, rotation=90)
+    axes.set_xlim(0.3, len(order) + 0.7)
+    axes.set(xlabel=f"{layer} channel id, in pruning order (rank 1, left, is pruned first)",
              ylabel="mean activation (a.u.)",
              title=title or f"Mean {layer} activation per channel: clean vs poisoned")
-    axes.legend()
+    top = axes.secondary_xaxis("top")
+    top.set_xticks(ranks[(ranks % 10 == 0) | (ranks == 1)])
+    top.set_xlabel("pruning rank", fontsize=9)
+    axes.grid(axis="x", visible=False)
+    axes.legend(loc="upper left", fontsize=9)
     return figure
 
 
@@ -249,8 +283,9 @@ def plot_fine_tuning(histories: dict, title: str = "Fine-tuning: held-out clean 
             ax.axvline(best, color="black", linestyle=":", linewidth=1, label=f"epoch kept ({best})")
         ax.set(xlabel="epoch (0 = before fine-tuning)", ylim=(0, 102), title=name)
         ax.title.set_fontsize(10)
+        # Each panel its own legend: the kept epoch differs from panel to panel.
+        ax.legend(loc="lower left", fontsize=7, framealpha=0.9)
     axes[0].set_ylabel("rate (%)")
-    axes[0].legend(loc="lower left", fontsize=8)
     figure.suptitle(title, fontsize=11)
     return figure
 
@@ -282,7 +317,7 @@ def plot_defense_tradeoff(table, title: str = "Every defense on the same BadNet 
         positions = np.arange(len(detecting))
         flags.barh(positions - 0.2, detecting["detection_rate"], height=0.4, color=DETECT_COLOR,
                    label="detection rate (poisoned flagged)")
-        flags.barh(positions + 0.2, detecting["clean_false_positive_rate"], height=0.4, color=OTHER_COLOR,
+        flags.barh(positions + 0.2, detecting["clean_false_positive_rate"], height=0.4, color=FALSE_ALARM_COLOR,
                    label="clean false-positive rate (clean flagged)")
         flags.set_yticks(positions, list(detecting.index), fontsize=9)
         flags.invert_yaxis()
@@ -305,6 +340,124 @@ def plot_strip_entropy(clean_entropy: np.ndarray, poisoned_entropy: np.ndarray, 
     axes.set(xlabel="mean entropy of predictions over blends (bits)", ylabel="inputs (count)", title=title)
     axes.legend()
     return figure
+
+
+def plot_activation_maps(activations_by_input: dict, layer: str, max_channels: int = 32, columns: int = 8,
+                         title: str | None = None):
+    """Activation maps of ``layer`` for several inputs (e.g. clean and poisoned), ONE colour scale for all tiles.
+
+    activations_by_input: ``{input name: {layer: float32 (1, H, W, C)}}``, the
+    dicts of :func:`lab.activations.keract_activations` (what Keract's
+    ``display_activations`` takes). Keract scales every tile by itself, so a
+    dim channel looks as bright as a strong one and clean and poisoned
+    cannot be compared; here 0 is always the darkest colour and the largest
+    activation of the layer over all inputs the brightest, with one colorbar.
+    Shows the channels that fire on some input (at most ``max_channels``,
+    the strongest), each input a block of rows, tiles titled by channel id.
+    """
+    from matplotlib.colors import Normalize
+
+    maps = {name: np.asarray(acts[layer])[0] for name, acts in activations_by_input.items()}
+    stacked = np.stack(list(maps.values()))  # (inputs, H, W, C)
+    strength = stacked.max(axis=(0, 1, 2))
+    firing = np.flatnonzero(strength > 0)
+    shown = firing[np.argsort(-strength[firing], kind="stable")][:max_channels]
+    shown = np.sort(shown)
+    rows_per_input = max(1, int(np.ceil(len(shown) / columns)))
+    norm = Normalize(vmin=0.0, vmax=float(strength.max()) or 1.0)
+    set_theme()
+    from matplotlib.figure import Figure
+
+    height, width = stacked.shape[1:3]
+    tile = 1.1
+    total_rows = rows_per_input * len(maps)
+    figure = Figure(figsize=(tile * columns + 1.6, tile * height / width * total_rows + 1.0), layout="constrained")
+    grid = figure.subplots(total_rows, columns, squeeze=False)
+    image = None
+    for block, (name, activation) in enumerate(maps.items()):
+        for index in range(rows_per_input * columns):
+            ax = grid[block * rows_per_input + index // columns, index % columns]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if index % columns == 0:
+                ax.set_ylabel(name if index == 0 else "", fontsize=11, fontweight="bold")
+            if index >= len(shown):
+                ax.set_frame_on(False)
+                continue
+            channel = int(shown[index])
+            image = ax.imshow(activation[..., channel], cmap="viridis", norm=norm)
+            ax.set_title(f"ch {channel}", fontsize=7, pad=2)
+    if image is not None:
+        figure.colorbar(image, ax=grid.ravel().tolist(), shrink=0.6,
+                        label=f"{layer} activation (a.u., one scale for every tile)")
+    silent = stacked.shape[-1] - len(firing)
+    figure.suptitle(title or f"{layer}: {len(shown)} of {len(firing)} channels that fire "
+                             f"({silent} silent on these inputs are left out)", fontsize=11)
+    return figure
+
+
+def plot_heatmaps(images_and_activations: dict, layer: str, title: str | None = None):
+    """Where on the face ``layer`` responds: the mean over its channels, upsampled onto each image, one shared scale.
+
+    images_and_activations: ``{input name: (image float32 (H, W, 3) 0..255,
+    {layer: float32 (1, h, w, C)})}``. One panel per input, titled with its
+    name, and a last panel with the difference (second input minus first).
+    """
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    names = list(images_and_activations)
+    merged = {}
+    for name, (image, acts) in images_and_activations.items():
+        activation = np.asarray(acts[layer])[0].mean(axis=-1)  # (h, w)
+        rows = np.linspace(0, activation.shape[0] - 1, image.shape[0]).round().astype(int)
+        cols = np.linspace(0, activation.shape[1] - 1, image.shape[1]).round().astype(int)
+        merged[name] = activation[rows][:, cols]  # nearest-neighbour upsampling to the image's (H, W)
+    top = max(float(m.max()) for m in merged.values()) or 1.0
+    panels = len(names) + (1 if len(names) == 2 else 0)
+    figure, axes = _figure(3.0 * panels + 1.0, 3.9, ncols=panels, squeeze=False)
+    axes = axes[0]
+    norm = Normalize(0.0, top)
+    for ax, name in zip(axes, names):
+        image = images_and_activations[name][0]
+        ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
+        shown = ax.imshow(merged[name], cmap="inferno", norm=norm, alpha=0.6)
+        ax.set_title(f"{name}: mean {layer} activation", fontsize=10)
+    figure.colorbar(shown, ax=list(axes[:len(names)]), shrink=0.8, label="mean activation (a.u., shared scale)")
+    if len(names) == 2:
+        difference = merged[names[1]] - merged[names[0]]
+        limit = float(np.abs(difference).max()) or 1.0
+        ax = axes[-1]
+        ax.imshow(np.clip(images_and_activations[names[1]][0], 0, 255).astype(np.uint8))
+        diff = ax.imshow(difference, cmap="coolwarm", norm=TwoSlopeNorm(0.0, -limit, limit), alpha=0.7)
+        ax.set_title(f"{names[1]} minus {names[0]}", fontsize=10)
+        figure.colorbar(diff, ax=ax, shrink=0.8, label="difference (a.u.)")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    figure.suptitle(title or f"Where {layer} responds on the face", fontsize=11)
+    return figure
+
+
+def strongest_difference(images_and_activations: dict, layer: str) -> dict:
+    """Where the second input's mean ``layer`` activation exceeds the first's most: image row/column band in words.
+
+    Returns ``{"row", "column", "difference", "region"}``: the pixel (in the
+    image's coordinates) and a coarse name of the face region (upper/middle/
+    lower third, left/centre/right), so a notebook prints the finding from data.
+    """
+    names = list(images_and_activations)
+    if len(names) != 2:
+        raise ValueError(f"strongest_difference compares two inputs, got {len(names)}")
+    (image, first), (_, second) = images_and_activations[names[0]], images_and_activations[names[1]]
+    difference = np.asarray(second[layer])[0].mean(axis=-1) - np.asarray(first[layer])[0].mean(axis=-1)
+    row, column = np.unravel_index(int(np.argmax(difference)), difference.shape)
+    y = int(round((row + 0.5) * image.shape[0] / difference.shape[0]))
+    x = int(round((column + 0.5) * image.shape[1] / difference.shape[1]))
+    vertical = ("upper", "middle", "lower")[min(2, 3 * y // image.shape[0])]
+    horizontal = ("left", "centre", "right")[min(2, 3 * x // image.shape[1])]
+    return {"row": y, "column": x, "difference": float(difference.max()), "region": f"{vertical} {horizontal}"}
 
 
 def plot_flow(counts: np.ndarray, top: int = 10,

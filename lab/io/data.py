@@ -75,53 +75,139 @@ def _open_h5(path: Path) -> h5py.File:
         raise LabInputError(path, "an HDF5 course data file", found) from None
 
 
+LABEL_MAX = np.iinfo(np.int64).max  # labels are held as int64
+
+
+def transpose_hint(shape: tuple) -> str | None:
+    """How to turn ``data`` of ``shape`` (4 axes, not channels first) into the course's (n, 3, H, W).
+
+    The channel axis is the one of size 3; of the other two, the one of size
+    55 becomes H and 47 becomes W (the course's crops); for other sizes their
+    order is kept. Returns e.g. ``"x.transpose(0, 3, 2, 1) gives (n, 3, 55, 47)"``,
+    or None when no axis has size 3.
+    """
+    shape = tuple(int(d) for d in shape)
+    channel = next((axis for axis in (1, 2, 3) if shape[axis] == 3), None)
+    if channel is None:
+        return None
+    rest = [axis for axis in (1, 2, 3) if axis != channel]
+    height, width = IMAGE_SHAPE[:2]
+    if sorted(shape[axis] for axis in rest) == sorted((height, width)) and shape[rest[0]] != height:
+        rest.reverse()
+    order = (0, channel, *rest)
+    result = tuple(shape[axis] for axis in order)
+    return f"x.transpose{order} gives {result}"
+
+
+def _check_layout(path: Path, data_set, label_set) -> tuple:
+    """The shape of ``data``, checked (datasets, 4 axes, channels first, H x W, label shape, dtypes)."""
+    for key, item in (("data", data_set), ("label", label_set)):
+        if not isinstance(item, h5py.Dataset):
+            raise LabInputError(path, f"'{key}' to be an HDF5 dataset", f"an HDF5 {type(item).__name__.lower()}")
+    shape = tuple(data_set.shape or ())
+    if len(shape) != 4:
+        raise LabInputError(path, "'data' of shape (n, 3, H, W)", f"shape {shape}")
+    height, width = IMAGE_SHAPE[:2]
+    if shape[1] != 3:
+        hint = transpose_hint(shape)
+        if hint:
+            where = "last" if shape[3] == 3 else "in axis 2"
+            raise LabInputError(path, "'data' channels first (n, 3, H, W) as in the course files",
+                                f"channels {where}, shape {shape}; {hint}")
+        raise LabInputError(path, "'data' of shape (n, 3, H, W)", f"shape {shape}")
+    if shape[2:] == (width, height):
+        raise LabInputError(path, f"'data' of shape (n, 3, {height}, {width}) (H = {height} rows, W = {width} columns)",
+                            f"shape {shape}, height and width swapped; x.transpose(0, 1, 3, 2) gives "
+                            f"{(shape[0], 3, height, width)}")
+    if shape[0] == 0:
+        raise LabInputError(path, "at least 1 image in 'data'", "0 images")
+    if min(shape[2:]) == 0:
+        raise LabInputError(path, "images at least 1 pixel high and wide", f"shape {shape}")
+    if label_set.ndim != 1 or label_set.shape[0] != shape[0]:
+        raise LabInputError(path, f"'label' of shape ({shape[0]},)", f"shape {tuple(label_set.shape or ())}")
+    if data_set.dtype.kind not in "uif":
+        raise LabInputError(path, "numeric pixel data (uint8, integers or floats)", f"dtype {data_set.dtype}")
+    if label_set.dtype.kind not in "uif":
+        raise LabInputError(path, "integer labels", f"dtype {label_set.dtype}")
+    return shape
+
+
+def _checked_labels(path: Path, labels: np.ndarray) -> np.ndarray:
+    """``labels`` as int64, refusing (before any cast could wrap them) what int64 cannot hold exactly."""
+    if labels.dtype.kind == "f":
+        finite = np.isfinite(labels)
+        if not finite.all():
+            raise LabInputError(path, "integer labels", f"{int((~finite).sum())} NaN or infinite labels")
+        if not np.all(np.equal(np.mod(labels, 1), 0)):
+            bad = labels[np.not_equal(np.mod(labels, 1), 0)][0]
+            raise LabInputError(path, "integer labels", f"fractional values such as {float(bad)!r}")
+    low, high = labels.min(), labels.max()
+    if low < 0:
+        raise LabInputError(path, "labels >= 0", f"minimum label {low:.17g}" if labels.dtype.kind == "f"
+                            else f"minimum label {int(low)}")
+    # Float labels above 2**63 (or uint64 above int64's range) would wrap to negative classes when cast.
+    if (labels.dtype.kind == "f" and float(high) >= 2.0**63) or (labels.dtype.kind == "u" and int(high) > LABEL_MAX):
+        shown = f"{float(high):.6g}" if labels.dtype.kind == "f" else str(int(high))
+        raise LabInputError(path, f"labels in 0..{LABEL_MAX} (class numbers)", f"maximum label {shown}")
+    return labels.astype(np.int64)
+
+
+def _checked_pixels(path: Path, data: np.ndarray) -> np.ndarray:
+    """``data`` (n, 3, H, W) as float32 NHWC, refusing NaN/inf and values outside 0..255 before the cast."""
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        if not finite.all():
+            bad = data[~finite]
+            kinds = ", ".join(name for name, hit in (("NaN", np.isnan(bad).any()), ("inf", np.isinf(bad).any())) if hit)
+            raise LabInputError(path, "finite pixel values in 0..255",
+                                f"{bad.size} of {data.size} values {kinds}")
+    low, high = data.min(), data.max()
+    if low < 0 or high > 255:
+        raise LabInputError(path, "pixel values in 0..255", f"values in {float(low):g}..{float(high):g}")
+    if data.dtype.kind == "f" and high <= 1.0:
+        raise LabInputError(path, "pixel values in 0..255 (the course scale)",
+                            f"values in {float(low):g}..{float(high):g}, i.e. already scaled to 0..1; multiply by 255")
+    return np.ascontiguousarray(data.astype(np.float32).transpose(0, 2, 3, 1))
+
+
 def load_h5(path: str | os.PathLike, n: int | None = None) -> Dataset:
     """Read a course h5 file and check it against the contract.
 
-    Returns a :class:`Dataset` (x float32 NHWC 0..255). ``n`` reads only the
-    first ``n`` examples (for quick runs). Raises :class:`LabInputError` with
-    one line naming the file for a missing key, wrong shape, channel order,
-    0..1 pixel scale, non-integer or mismatched labels, or a damaged file.
+    Returns a :class:`Dataset` (x float32 NHWC 0..255). ``n`` (>= 1) reads
+    only the first ``n`` examples (for quick runs). Raises
+    :class:`LabInputError` with one line naming the file for a missing key,
+    a group where a dataset belongs, no images, wrong shape or channel order
+    (with the transpose that fixes it), non-numeric, NaN/inf or out-of-range
+    pixels, 0..1 pixel scale, non-integer, negative or out-of-range labels,
+    mismatched label count, or a damaged file. Everything is checked before
+    any value is cast, so nothing wraps around silently.
     """
     path = Path(path)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise LabInputError(None, "n, the number of examples to read, an integer >= 1", repr(n))
     with _open_h5(path) as handle:
-        for key in ("data", "label"):
-            if key not in handle:
-                raise LabInputError(path, "datasets 'data' and 'label'", f"keys {sorted(handle.keys())}")
-        data_set, label_set = handle["data"], handle["label"]
-        shape = tuple(data_set.shape)
-        if len(shape) != 4:
-            raise LabInputError(path, "'data' of shape (n, 3, H, W)", f"shape {shape}")
-        if shape[1] != 3:
-            if shape[3] == 3:
-                raise LabInputError(path, "'data' channels first (n, 3, H, W) as in the course files",
-                                    f"channels last {shape}; transpose with x.transpose(0, 3, 1, 2)")
-            raise LabInputError(path, "'data' of shape (n, 3, H, W)", f"shape {shape}")
-        if label_set.ndim != 1 or label_set.shape[0] != shape[0]:
-            raise LabInputError(path, f"'label' of shape ({shape[0]},)", f"shape {tuple(label_set.shape)}")
-        stop = shape[0] if n is None else min(n, shape[0])
         try:
+            keys = sorted(handle.keys())
+        except (OSError, RuntimeError, KeyError) as error:
+            raise LabInputError(path, "a readable HDF5 file", f"a damaged file ({error})") from None
+        for key in ("data", "label"):
+            if key not in keys:
+                raise LabInputError(path, "datasets 'data' and 'label'", f"keys {keys}")
+        try:
+            data_set, label_set = handle["data"], handle["label"]
+            shape = _check_layout(path, data_set, label_set)
+            stop = shape[0] if n is None else min(int(n), shape[0])
             data = data_set[:stop]
             labels = label_set[:stop]
-        except OSError as error:
-            raise LabInputError(path, "readable datasets", f"a damaged file ({error})") from None
-    if data.dtype.kind not in "uif":
-        raise LabInputError(path, "numeric pixel data", f"dtype {data.dtype}")
-    if labels.dtype.kind not in "uif":
-        raise LabInputError(path, "integer labels", f"dtype {labels.dtype}")
-    if labels.dtype.kind == "f" and not np.all(np.equal(np.mod(labels, 1), 0)):
-        raise LabInputError(path, "integer labels", "fractional values")
-    if labels.size and labels.min() < 0:
-        raise LabInputError(path, "labels >= 0", f"minimum label {labels.min()}")
-    x = data.astype(np.float32).transpose(0, 2, 3, 1)
-    if x.size:
-        low, high = float(x.min()), float(x.max())
-        if low < 0 or high > 255:
-            raise LabInputError(path, "pixel values in 0..255", f"values in {low:g}..{high:g}")
-        if data.dtype.kind == "f" and high <= 1.0:
-            raise LabInputError(path, "pixel values in 0..255 (the course scale)",
-                                f"values in {low:g}..{high:g}, i.e. already scaled to 0..1; multiply by 255")
-    return Dataset(np.ascontiguousarray(x), labels.astype(np.int64), os.fspath(path))
+        except LabInputError:
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as error:
+            # h5py raises these for damaged files, external links and filters it cannot decode.
+            message = " ".join(str(error).split())[:160]
+            raise LabInputError(path, "readable datasets", f"a damaged file ({error.__class__.__name__}: {message})") from None
+    labels = _checked_labels(path, np.asarray(labels))
+    x = _checked_pixels(path, np.asarray(data))
+    return Dataset(x, labels, os.fspath(path))
 
 
 def check_labels(dataset: Dataset, n_classes: int, model_path: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -13,7 +14,11 @@ MANIFEST_NAME = "manifest.json"
 
 
 def jsonable(value):
-    """``value`` with numpy scalars turned into Python ones and tuples into lists, for ``json.dumps``."""
+    """``value`` for strict JSON: numpy scalars as Python ones, tuples as lists, NaN and +-inf as None.
+
+    JSON has no NaN (``json.dumps`` would write the non-standard ``NaN``,
+    which other JSON readers reject), so a rate that does not exist is null.
+    """
     import numpy as np
 
     if isinstance(value, dict):
@@ -21,8 +26,15 @@ def jsonable(value):
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
+
+
+def dumps(value, **kwargs) -> str:
+    """Strict JSON text of ``value`` (see :func:`jsonable`): never ``NaN`` or ``Infinity``."""
+    return json.dumps(jsonable(value), allow_nan=False, **kwargs)
 
 
 def write_manifest(root: str | os.PathLike, files: list[str], info: dict, force: bool = False) -> Path:
@@ -31,7 +43,7 @@ def write_manifest(root: str | os.PathLike, files: list[str], info: dict, force:
     path = root / MANIFEST_NAME
     check_writable(path, force)
     record = {**info, "files": {rel: sha256_file(root / rel) for rel in sorted(files)}}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path.write_text(dumps(record, indent=2) + "\n")
     return path
 
 

@@ -9,8 +9,9 @@ recorded SHA-256 of a known course file, or from the course's file naming
 convention, and :attr:`LoadedModel.scale_source` says which.
 
 Security: full models load with ``safe_mode=True`` and files whose
-configuration contains a ``Lambda`` layer are refused before deserialising
-anything; models the lab saves contain no ``Lambda`` layers.
+configuration (parsed as JSON, nested models and wrappers included) holds a
+``Lambda`` layer or a serialised Python function are refused before
+deserialising anything; models the lab saves contain no ``Lambda`` layers.
 """
 
 from __future__ import annotations
@@ -152,18 +153,123 @@ def _h5_kind(path: Path) -> tuple[str, dict]:
         raise LabInputError(path, "a Keras model (.h5/.keras) or DeepID weights file", found) from None
 
 
+# Layer and function classes that carry Python code: refused before Keras deserialises anything.
+CODE_CLASSES = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__"})
+
+
+def _code_classes(node) -> set[str]:
+    """Every ``class_name`` in CODE_CLASSES anywhere in a parsed model configuration.
+
+    Walks all dicts and lists, so nested models (Functional in Sequential,
+    ``config.layers``), wrappers (``TimeDistributed``/``Bidirectional``'s
+    ``config.layer``) and serialised activations are all covered; a Keras-2
+    marshalled function (``function_type``) counts as a Lambda too.
+    """
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            name = item.get("class_name")
+            if isinstance(name, str) and name in CODE_CLASSES:
+                found.add(name)
+            if item.get("function_type") == "lambda":
+                found.add("Lambda")
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
 def _refuse_lambda(path: Path, config_text: str) -> None:
-    if '"Lambda"' in config_text or '"TFOpLambda"' in config_text:
-        raise LabInputError(path, "a model without Lambda layers (Lambda runs arbitrary code; "
-                            "the lab loads models in safe mode)", "a Lambda layer in the model configuration")
+    """Raise unless ``config_text`` is a JSON model configuration without code-carrying layers.
+
+    Parsed, not searched as text: an escaped ``\\u004cambda`` is a Lambda too.
+    """
+    expected = ("a model without Lambda layers (Lambda runs arbitrary code; the lab loads models in safe mode)")
+    try:
+        config = json.loads(config_text)
+    except (ValueError, RecursionError):
+        raise LabInputError(path, expected, "a model configuration that is not JSON") from None
+    found = _code_classes(config)
+    if found:
+        raise LabInputError(path, expected, f"{'/'.join(sorted(found))} in the model configuration")
+
+
+META_MAX_BYTES = 1 << 20  # the lab's sidecars are a few kB; a bigger one is not ours
+SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _meta_type_error(meta_path: Path, key: str, expected: str, value) -> LabInputError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return LabInputError(meta_path, f"{key!r} {expected}", f"{type(value).__name__} {shown}")
+
+
+def check_metadata(metadata, meta_path: str | os.PathLike) -> dict:
+    """``metadata`` (a parsed sidecar) checked field by field; raises one line naming ``meta_path``.
+
+    It must be a JSON object. The fields the lab reads must have their type:
+    ``input_scale`` one of :data:`SCALES` (a typo is never taken as ``x/255``),
+    ``sha256`` 64 lowercase hex digits, ``n_classes`` an integer >= 1,
+    ``backdoor_class`` an integer >= 1 or null. Other fields are free.
+    """
+    meta_path = Path(meta_path)
+    if not isinstance(metadata, dict):
+        raise LabInputError(meta_path, "a JSON object (the lab's model metadata)", f"a JSON {_json_kind(metadata)}")
+    scale = metadata.get("input_scale")
+    if "input_scale" in metadata and (not isinstance(scale, str) or scale not in SCALES):
+        raise _meta_type_error(meta_path, "input_scale", f"one of {sorted(SCALES)}", scale)
+    digest = metadata.get("sha256")
+    if "sha256" in metadata and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= SHA256_HEX):
+        raise _meta_type_error(meta_path, "sha256", "64 lowercase hex digits", digest)
+    for key, minimum, nullable in (("n_classes", 1, False), ("backdoor_class", 1, True)):
+        if key not in metadata or (nullable and metadata[key] is None):
+            continue
+        value = metadata[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _meta_type_error(meta_path, key, f"an integer >= {minimum}" + (" or null" if nullable else ""), value)
+    return metadata
+
+
+def _json_kind(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The lab's metadata saved beside a model (``<file>.lab.json``), or {}."""
+    """The lab's metadata saved beside a model (``<file>.lab.json``), or {} when there is none.
+
+    Raises :class:`LabInputError` (one line naming the sidecar) for a sidecar
+    that is a directory, too big, not UTF-8, not JSON, or whose fields do not
+    have the types :func:`check_metadata` requires.
+    """
     meta_path = Path(os.fspath(path) + META_SUFFIX)
-    if not meta_path.exists():
+    expected = "the lab's model metadata (a JSON object)"
+    if not os.path.lexists(meta_path):
         return {}
-    return json.loads(meta_path.read_text())
+    if not meta_path.is_file():
+        found = "a broken symbolic link" if not meta_path.exists() else "a directory or special file"
+        raise LabInputError(meta_path, expected, found)
+    size = meta_path.stat().st_size
+    if size > META_MAX_BYTES:
+        raise LabInputError(meta_path, f"{expected} under {META_MAX_BYTES} bytes", f"{size} bytes")
+    try:
+        text = meta_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise LabInputError(meta_path, expected + " in UTF-8", f"byte {error.start} not UTF-8") from None
+    except OSError as error:
+        raise LabInputError(meta_path, expected, f"an unreadable file ({error.strerror or error})") from None
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise LabInputError(meta_path, expected, f"invalid JSON ({error.msg} at line {error.lineno} "
+                            f"column {error.colno})") from None
+    except RecursionError:
+        raise LabInputError(meta_path, expected, "JSON nested too deeply to read") from None
+    except ValueError as error:  # e.g. an integer with more digits than Python converts
+        raise LabInputError(meta_path, expected, f"unreadable JSON ({' '.join(str(error).split())[:120]})") from None
+    return check_metadata(metadata, meta_path)
 
 
 def _resolve_scale(path: Path, scale: str | None, metadata: dict, digest: str) -> tuple[str, str]:
@@ -197,6 +303,8 @@ def load_model(path: str | os.PathLike, scale: str | None = None, verify: bool =
     expected = "a Keras model (.h5/.keras) or DeepID weights file"
     if not path.exists():
         raise LabInputError(path, expected, "no such file")
+    if not path.is_file():
+        raise LabInputError(path, expected, "a directory" if path.is_dir() else "not a regular file")
     kind, attrs = ("keras", {}) if path.suffix == ".keras" else _h5_kind(path)
     if kind == "data":
         raise LabInputError(path, expected, "a data file (datasets 'data' and 'label'); did you swap --model and --clean?")
@@ -212,11 +320,31 @@ def load_model(path: str | os.PathLike, scale: str | None = None, verify: bool =
         model = _load_keras_archive(path, expected)
     elif kind == "full":
         config = attrs["model_config"]
-        _refuse_lambda(path, config.decode() if isinstance(config, bytes) else str(config))
+        _refuse_lambda(path, config.decode("utf-8", errors="replace") if isinstance(config, bytes) else str(config))
         model = _load_full(path, expected)
     else:
         model = _load_deepid_weights(path, attrs, input_scale)
     return LoadedModel(model, input_scale, os.fspath(path), source, metadata)
+
+
+def load_lab_model(model: str | os.PathLike | None, scale: str | None, root: str | os.PathLike | None = None,
+                   parameter: str = "SCALE") -> LoadedModel:
+    """What a notebook's Setup calls: its ``MODEL``/``SCALE`` parameters, or ``$BADNET_LAB_MODEL``/``_SCALE``.
+
+    A model whose input scale cannot be established is refused with a message
+    naming the notebook's ``SCALE`` parameter (``parameter``) and the variable.
+    """
+    from lab import paths
+
+    path = paths.model_file(model, root)
+    try:
+        return load_model(path, scale=paths.input_scale(scale))
+    except LabInputError as error:
+        if "a known input scale" not in error.expected:
+            raise
+        raise LabInputError(path, f"a known input scale: set this notebook's {parameter} parameter to 'raw' "
+                            f"(0..255) or 'unit' (x/255), or ${paths.SCALE_ENV} for every notebook",
+                            error.found) from None
 
 
 def _load_keras_archive(path: Path, expected: str):
@@ -224,7 +352,7 @@ def _load_keras_archive(path: Path, expected: str):
 
     try:
         with zipfile.ZipFile(path) as archive:
-            _refuse_lambda(path, archive.read("config.json").decode())
+            _refuse_lambda(path, archive.read("config.json").decode("utf-8", errors="replace"))
     except (zipfile.BadZipFile, KeyError):
         raise LabInputError(path, "a .keras archive with config.json", "a damaged or foreign file") from None
     return _load_full(path, expected)
@@ -280,6 +408,7 @@ def save_model(model, path: str | os.PathLike, input_scale: str, description: st
         raise ValueError(f"input_scale must be one of {sorted(SCALES)}, got {input_scale!r}")
     path = Path(path)
     check_writable(path, force)
+    check_writable(Path(os.fspath(path) + META_SUFFIX), force)  # the sidecar is the user's file too
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         path.unlink()

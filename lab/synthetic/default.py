@@ -29,7 +29,7 @@ from lab.io import data as course_data
 from lab.evaluation import metrics
 from lab.synthetic import synthfaces
 from lab.attacks import triggers
-from lab.errors import check_writable
+from lab.errors import LabInputError, check_output_location, check_writable
 from lab.io.manifest import jsonable, write_manifest
 from lab.constants import DEFAULT_SEED, MODEL_FILE
 from lab.seed import set_seed
@@ -94,10 +94,12 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
     if n_identities is not None:
         config = dataclasses.replace(config, n_identities=n_identities)
     seed = DEFAULT_SEED if seed is None else seed
+    if config.n_identities < 2:  # the target must differ from the identities the trigger moves to it
+        raise LabInputError("--identities", "at least 2 identities (the attack's target and faces to move to it)",
+                            str(config.n_identities))
+    check_output_location(out, "--out", "directory")
     for rel in FILES + ("manifest.json",) + ((TRAIN_FILE,) if write_train else ()):
         check_writable(out / rel, force)
-    if config.n_identities < 2:
-        raise ValueError(f"need at least 2 identities, got {config.n_identities}")
 
     set_seed(seed)
     rng = np.random.default_rng(seed)

@@ -1,0 +1,102 @@
+"""Artifacts computed once and reused when their inputs are identical (e.g. 06 reusing the B'' that 05 trained).
+
+An entry lives in ``build/cache/<kind>/<key>/`` (``$BADNET_LAB_CACHE``: another
+folder, or ``off``), where ``key`` is the SHA-256 of everything that
+determines the artifact: input arrays (bytes, dtype, shape), model weights,
+parameters (as canonical JSON), the source of the code that computes it and
+the library versions. Any difference gives another key, so an entry is reused
+only for identical inputs and otherwise rebuilt; nothing is ever looked up by
+name or date. Entries hold plain arrays (``.npz``, loaded without pickle) and
+JSON, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+VARIABLE = "BADNET_LAB_CACHE"
+
+
+def _feed(hasher, part) -> None:
+    """Add ``part`` to ``hasher`` unambiguously (type and length tagged)."""
+    if isinstance(part, np.ndarray):
+        data = np.ascontiguousarray(part)
+        hasher.update(f"ndarray:{data.dtype.str}:{data.shape}:".encode())
+        hasher.update(data.tobytes())
+    elif isinstance(part, (bytes, bytearray)):
+        hasher.update(f"bytes:{len(part)}:".encode())
+        hasher.update(part)
+    elif isinstance(part, (list, tuple)) and any(isinstance(p, (np.ndarray, bytes, bytearray)) for p in part):
+        hasher.update(f"seq:{len(part)}:".encode())
+        for item in part:
+            _feed(hasher, item)
+    else:
+        text = json.dumps(part, sort_keys=True, default=str)
+        hasher.update(f"json:{len(text)}:".encode())
+        hasher.update(text.encode())
+
+
+def digest(*parts) -> str:
+    """SHA-256 (hex) of ``parts``: arrays, bytes, JSON-able values, sequences of those."""
+    hasher = hashlib.sha256()
+    for part in parts:
+        _feed(hasher, part)
+    return hasher.hexdigest()
+
+
+def source_digest(module) -> str:
+    """SHA-256 of a module's source file: a changed algorithm never reuses an old result."""
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+
+
+def cache_dir() -> Path | None:
+    """Where entries live: ``$BADNET_LAB_CACHE`` (``off``/``0``: no cache), else ``build/cache`` of the project."""
+    value = os.environ.get(VARIABLE, "").strip()
+    if value.lower() in ("off", "0", "no", "false"):
+        return None
+    if value:
+        return Path(value).expanduser()
+    from lab.paths import build_dir
+
+    return build_dir() / "cache"
+
+
+def load(kind: str, key: str) -> tuple[list[np.ndarray], dict] | None:
+    """``(arrays, info)`` of the entry, or None when there is none (or the cache is off or unreadable)."""
+    root = cache_dir()
+    if root is None:
+        return None
+    entry = root / kind / key
+    try:
+        info = json.loads((entry / "info.json").read_text())
+        with np.load(entry / "arrays.npz", allow_pickle=False) as archive:
+            arrays = [archive[f"a{i}"] for i in range(info["n_arrays"])]
+    except (OSError, ValueError, KeyError):  # absent, half-written by a crash, or from an older layout
+        return None
+    return arrays, info
+
+
+def store(kind: str, key: str, arrays: list[np.ndarray], info: dict) -> Path | None:
+    """Write an entry atomically (a temporary folder renamed into place); returns its folder, None when off."""
+    root = cache_dir()
+    if root is None:
+        return None
+    (root / kind).mkdir(parents=True, exist_ok=True)
+    entry = root / kind / key
+    staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=root / kind))
+    try:
+        np.savez(staging / "arrays.npz", **{f"a{i}": array for i, array in enumerate(arrays)})
+        (staging / "info.json").write_text(json.dumps({**info, "n_arrays": len(arrays), "key": key}) + "\n")
+        if entry.exists():
+            shutil.rmtree(entry)
+        os.replace(staging, entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return entry

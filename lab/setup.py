@@ -1,0 +1,76 @@
+"""The lab outside its repository (Colab, a Jupyter the student already has): where it lives, its default.
+
+Every notebook opens with the same setup cell (written once in
+``tools/setup_cell.py``). In this repository's environment it only calls
+:func:`describe`; elsewhere it first pip-installs the lab from the repository
+named in ``pyproject.toml`` and the default data + BadNet are built on first
+use into :func:`lab.paths.home_root` (``~/badnet-lab``, or
+``$BADNET_LAB_ROOT``) by :func:`ensure_default`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Number of identities of a default built on first use; tests and quick tries set it smaller (e.g. 10).
+IDENTITIES_VARIABLE = "BADNET_LAB_IDENTITIES"
+
+
+def describe() -> str:
+    """One line: which lab runs, from where, and which folder holds its data (printed by the setup cell)."""
+    import lab
+    from lab import paths
+
+    where = f"this repository ({paths.SOURCE_ROOT})" if paths.in_checkout() else "pip-installed"
+    line = f"BadNet lab {lab.__version__}, {where}; data and models in {paths.project_root()}"
+    print(line)
+    return line
+
+
+def _identities_from_environment() -> int | None:
+    from lab.errors import LabInputError
+
+    value = os.environ.get(IDENTITIES_VARIABLE, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 2:
+        raise LabInputError(f"${IDENTITIES_VARIABLE}", "a whole number of identities >= 2", repr(value))
+    return int(value)
+
+
+def ensure_default(root: str | os.PathLike | None = None, progress: bool = True, n_identities: int | None = None,
+                   force: bool = False) -> Path:
+    """Build the embedded default under ``root`` (default :func:`lab.paths.project_root`) unless it is there.
+
+    Returns ``root``. Does nothing when ``root/models/bd_net.h5`` exists, or
+    when ``root/data`` already holds h5 files of someone else's (the real
+    course files): the lab never builds over files it did not make. A build
+    that was interrupted (some of the default's files there, not all) is
+    refused with what to do unless ``force``. ``n_identities`` defaults to
+    ``$BADNET_LAB_IDENTITIES``, else 100 (a few minutes on 2 cores, with
+    progress bars when ``progress``).
+    """
+    from lab import paths
+    from lab.errors import LabInputError
+    from lab.synthetic import default
+
+    root = Path(root).expanduser() if root is not None else paths.project_root()
+    if (root / default.MODEL_FILE).exists() and not force:
+        return root
+    present = [rel for rel in default.FILES if (root / rel).exists()]
+    if not force and not present and (root / "data").is_dir() and any((root / "data").rglob("*.h5")):
+        return root  # somebody's own data (e.g. the course files): not ours to add to
+    if present and not force:
+        raise LabInputError(root, f"all of the default's files or none ({len(present)} of {len(default.FILES)} there, "
+                            "an interrupted build?); rebuild with lab.setup.ensure_default(force=True) or "
+                            f"`python -m lab make-default --out {root} --force`", ", ".join(present))
+    n_identities = n_identities or _identities_from_environment()
+    if progress:
+        print(f"building the embedded default (SynthFaces data + BadNet, {n_identities or 100} identities) in {root}; "
+              "a few minutes, once", flush=True)
+    report = default.make_default(root, n_identities=n_identities, force=force, progress=progress)
+    if progress:
+        print(f"built in {report['seconds']:.0f} s: clean test accuracy {report['clean_accuracy']:.1f} %, "
+              f"attack success rate {report['attack_success_rate']:.1f} %", flush=True)
+    return root

@@ -30,7 +30,7 @@ into a training part and a held-out part, :func:`lab.defenses.holdout.split_vali
 4. keep the epoch with the highest held-out clean accuracy (later on ties).
 
 Measured on the embedded default (B: 97.56 % clean, 99.44 % ASR; test sets;
-``auto``, whose repair this is; ``tools/measure_repairs.py``): seeds 0/1/2
+``auto``, whose repair this is; ``tools/measure_repair_seeds.py``): seeds 0/1/2
 gave 96.33/95.11/96.11 % clean at ASR 0.00/0.00/0.00 %, i.e. 1.22/2.44/1.44
 points lost, in 444-744 s on two heavily shared cores. With 300 held-out
 images the epoch rule has about a point of noise, so the 2-point goal is

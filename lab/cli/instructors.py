@@ -8,7 +8,6 @@ lab command does.
 from __future__ import annotations
 
 import argparse
-import json
 
 from lab.cli import arguments
 from lab.constants import DEFAULT_SEED
@@ -88,7 +87,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         for row in rows:
             row.pop("student")
     if args.json:
-        print(json.dumps(rows))
+        from lab.io.manifest import dumps  # strict JSON: no NaN
+
+        print(dumps(rows))
     else:
         print(challenge.format_table(rows))
     return 0

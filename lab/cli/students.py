@@ -278,7 +278,7 @@ def _cmd_repair(args: argparse.Namespace) -> int:
                             scale=args.scale, report_clean=args.report_clean, report_poisoned=args.report_poisoned,
                             overrides=args.set)
     if args.json:
-        print(json.dumps(summary, allow_nan=False))
+        print(dumps(summary))
         return 0
     print(repair.format_summary(summary))
     return 0

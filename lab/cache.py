@@ -25,7 +25,7 @@ VARIABLE = "BADNET_LAB_CACHE"
 
 
 def _feed(hasher, part) -> None:
-    """Add ``part`` to ``hasher`` unambiguously (type and length tagged)."""
+    """Add ``part`` to ``hasher`` unambiguously (type and length tagged), arrays nested at any depth included."""
     if isinstance(part, np.ndarray):
         data = np.ascontiguousarray(part)
         hasher.update(f"ndarray:{data.dtype.str}:{data.shape}:".encode())
@@ -33,10 +33,15 @@ def _feed(hasher, part) -> None:
     elif isinstance(part, (bytes, bytearray)):
         hasher.update(f"bytes:{len(part)}:".encode())
         hasher.update(part)
-    elif isinstance(part, (list, tuple)) and any(isinstance(p, (np.ndarray, bytes, bytearray)) for p in part):
+    elif isinstance(part, (list, tuple)):
         hasher.update(f"seq:{len(part)}:".encode())
         for item in part:
             _feed(hasher, item)
+    elif isinstance(part, dict):
+        hasher.update(f"dict:{len(part)}:".encode())
+        for name in sorted(part, key=str):
+            _feed(hasher, str(name))
+            _feed(hasher, part[name])
     else:
         text = json.dumps(part, sort_keys=True, default=str)
         hasher.update(f"json:{len(text)}:".encode())
@@ -83,6 +88,13 @@ def load(kind: str, key: str) -> tuple[list[np.ndarray], dict] | None:
     return arrays, info
 
 
+def _plain(value):
+    """numpy scalars and arrays in an entry's JSON become Python numbers and lists."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable in a cache entry: {type(value).__name__}")
+
+
 def store(kind: str, key: str, arrays: list[np.ndarray], info: dict) -> Path | None:
     """Write an entry atomically (a temporary folder renamed into place); returns its folder, None when off."""
     root = cache_dir()
@@ -93,10 +105,77 @@ def store(kind: str, key: str, arrays: list[np.ndarray], info: dict) -> Path | N
     staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=root / kind))
     try:
         np.savez(staging / "arrays.npz", **{f"a{i}": array for i, array in enumerate(arrays)})
-        (staging / "info.json").write_text(json.dumps({**info, "n_arrays": len(arrays), "key": key}) + "\n")
+        (staging / "info.json").write_text(json.dumps({**info, "n_arrays": len(arrays), "key": key},
+                                                      default=_plain) + "\n")
         if entry.exists():
             shutil.rmtree(entry)
         os.replace(staging, entry)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return entry
+
+
+# ---------------------------------------------------------------- memoized computations (flow, reversal, unlearning)
+
+_REUSED_SECONDS = [0.0]
+
+
+def clock() -> float:
+    """``time.perf_counter()`` plus what every reused result originally cost: a defense timed with it
+    reports what its result cost to compute, whether or not parts of it came from the cache."""
+    import time
+
+    return time.perf_counter() + _REUSED_SECONDS[0]
+
+
+def code_digest(*package_names: str) -> str:
+    """SHA-256 of every ``.py`` file under the named packages/modules (``lab.defenses``, ``lab.io.models``)."""
+    import importlib
+
+    hasher = hashlib.sha256()
+    for name in package_names:
+        module = importlib.import_module(name)
+        files = sorted(Path(module.__file__).parent.rglob("*.py")) if hasattr(module, "__path__") \
+            else [Path(module.__file__)]
+        for path in files:
+            hasher.update(path.name.encode() + b"\0" + path.read_bytes())
+    return hasher.hexdigest()
+
+
+def model_parts(model) -> list:
+    """What identifies a ``LoadedModel`` for a key: layer classes and names, weights, input scale."""
+    keras_model = model.model
+    return [[(type(layer).__name__, layer.name) for layer in keras_model.layers], keras_model.get_weights(),
+            model.input_scale, model.n_classes]
+
+
+def memoize(kind: str, parts: list, compute, encode, decode, rng=None):
+    """``compute()``, or its stored result when ``parts`` (and ``rng``'s state) are identical.
+
+    encode(result) -> (arrays, info JSON); decode(arrays, info) -> result.
+    The numpy generator ``rng`` is part of the key and, on a hit, is moved to
+    the state the computation left it in, so a caller cannot tell a reused
+    result from a computed one (apart from the time). The key also holds the
+    lab's defense code, the library versions and ``kind``.
+    """
+    import keras
+    import tensorflow as tf
+
+    import lab
+
+    key = digest(kind, parts, None if rng is None else rng.bit_generator.state,
+                 code_digest("lab.defenses", "lab.io.models", "lab.cache"),
+                 [lab.__version__, tf.__version__, keras.__version__, np.__version__])
+    found = load(kind, key)
+    if found is not None:
+        arrays, info = found
+        if rng is not None:
+            rng.bit_generator.state = info["rng_after"]
+        _REUSED_SECONDS[0] += float(info["seconds"])
+        return decode(arrays, info["value"])
+    started = clock()  # a computation that itself reuses results counts them at their original cost
+    result = compute()
+    arrays, value = encode(result)
+    store(kind, key, list(arrays), {"value": value, "seconds": clock() - started,
+                                    "rng_after": None if rng is None else rng.bit_generator.state})
+    return result

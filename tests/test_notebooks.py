@@ -50,7 +50,7 @@ def _small_parameters(tiny_default, build):
     return {"LAB_ROOT": str(tiny_default), "OUT_DIR": str(build), "PRUNED_DIR": str(build),
             "EXPECTED_CLEAN_ACCURACY": [50.0, 100.0], "EXPECTED_ATTACK_SUCCESS": [70.0, 100.0], "N_IMAGES": 2,
             "FINE_TUNE_EPOCHS": 2, "PAPER_EPOCHS": 1, "EXPECTED_FINE_PRUNED_ASR": [0.0, 100.0],
-            "FLOW_RESTARTS": 1, "REVERSE_EPOCHS": 3, "N_RANDOM": 2, "REPAIR_EPOCHS": 2, "REREVERSE_STEPS": 5,
+            "FLOW_RESTARTS": 1, "REVERSE_EPOCHS": 3, "N_CANDIDATES": 3, "N_RANDOM": 2, "REPAIR_EPOCHS": 2, "REREVERSE_STEPS": 5,
             "EXPECTED_REPAIRED_ASR": [0.0, 100.0]}
 
 

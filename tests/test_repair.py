@@ -162,3 +162,40 @@ def test_candidate_search_on_the_real_weights_does_not_grow_with_classes(course_
     # Reversed triggers: the suspects, or the top candidates plus the random references; never a class count.
     assert 1 <= len(decision.triggers.targets) <= QUICK_GATE.n_candidates + QUICK_GATE.n_random
     assert decision.triggers.masks.shape == (len(decision.triggers.targets), 55, 47, 1)
+
+
+def test_memoized_reversal_and_unlearning_equal_computing_and_leave_the_rng_where_it_would_be(tmp_path, monkeypatch):
+    """lab.cache.memoize: 07 reuses 06's flow, reversal and unlearning only for identical inputs and rng state."""
+    import small_models as helpers
+    from lab import cache
+    from lab.defenses import reverse_unlearn
+    from lab.defenses.holdout import split_validation
+
+    badnet = helpers.trained_deepid()
+    clean, _ = helpers.datasets()
+    train, holdout = split_validation(clean, 1 / 3, seed=3)
+    config = reverse_unlearn.ReverseUnlearnConfig(epochs=2, rereverse_steps=3)
+
+    def pipeline(rng):
+        flow = reverse.perturbation_flow(badnet, train.x, train.y, reverse.FlowConfig(restarts=1, steps=5), rng)
+        found = reverse.reverse_triggers(badnet, train.x, [flow.top, 0], QUICK_REVERSE, rng)
+        model, details = reverse_unlearn.reverse_and_unlearn(badnet, train, holdout, [flow.top], found, config, rng)
+        return flow, found, model, details, rng.random()
+
+    computed = pipeline(np.random.default_rng(5))  # the tests' cache is off: computed
+    monkeypatch.setenv("BADNET_LAB_CACHE", str(tmp_path / "cache"))
+    stored = pipeline(np.random.default_rng(5))
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["flow", "reverse", "reverse_unlearn"]
+    before = cache.clock() - __import__("time").perf_counter()
+    reused = pipeline(np.random.default_rng(5))
+    assert cache.clock() - __import__("time").perf_counter() > before  # reused parts count at their cost
+    for run in (stored, reused):
+        assert np.array_equal(run[0].counts, computed[0].counts) and run[0].pushed_out == computed[0].pushed_out
+        assert np.array_equal(run[1].masks, computed[1].masks) and np.array_equal(run[1].l1, computed[1].l1)
+        assert all(np.array_equal(a, b) for a, b in zip(run[2].model.get_weights(), computed[2].model.get_weights()))
+        assert run[3]["best_epoch"] == computed[3]["best_epoch"]
+        assert np.array_equal(run[3]["final_masks"], computed[3]["final_masks"])
+        assert run[4] == computed[4]  # the generator ends in the same state
+    other = pipeline(np.random.default_rng(6))  # another rng state: computed again, stored beside
+    assert len(list((tmp_path / "cache" / "flow").iterdir())) == 2
+    assert not np.array_equal(other[1].masks, computed[1].masks)

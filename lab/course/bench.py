@@ -248,14 +248,18 @@ def time_lab(identities: int | None = None) -> dict:
     The default goes into a temporary folder (``LAB_ROOT`` of the numbered
     notebooks; A1 makes its own data); otherwise every notebook runs with its
     own parameters, writing into ``build/`` as ``make lab`` does, on a fresh
-    kernel. Returns ``{"steps": [(name, seconds), ...], "total": s}``.
+    kernel, with an empty cache (:mod:`lab.cache`: 06 and 07 reuse only what
+    this run computed). Returns ``{"steps": [(name, seconds), ...], "total": s}``.
     """
+    import os
     import tempfile
 
-    from lab import notebooks
+    from lab import cache, notebooks
 
     steps = []
     with tempfile.TemporaryDirectory() as out:
+        previous = os.environ.get(cache.VARIABLE)
+        os.environ[cache.VARIABLE] = str(Path(out) / "cache")  # from scratch: nothing reused from earlier runs
         build = time_default_build(identities, out=out)
         steps.append((f"default build ({build['identities']} identities)", build["seconds"]))
         paths = notebooks.lab_notebooks() + sorted(notebooks.NOTEBOOK_DIR.glob("A[0-9]_*.ipynb"))
@@ -264,6 +268,10 @@ def time_lab(identities: int | None = None) -> dict:
             report = notebooks.execute(path, Path(out) / "executed" / path.name, parameters)
             steps.append((path.name, report["seconds"]))
             print(f"  {path.name}: {report['seconds']:.1f} s", file=sys.stderr, flush=True)
+        if previous is None:
+            os.environ.pop(cache.VARIABLE, None)
+        else:
+            os.environ[cache.VARIABLE] = previous
     return {"steps": steps, "total": sum(seconds for _, seconds in steps)}
 
 

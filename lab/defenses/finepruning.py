@@ -9,7 +9,7 @@ recipe, every step chosen from clean data only:
    the threshold on the fine-tuning part only;
 3. fine-tune the pruned model on the fine-tuning part (:func:`fine_tune`);
    the pruned channels stay pruned: their kernel and bias are set back to
-   exactly zero after every optimizer step (a callback, so the saved model
+   exactly zero after every optimizer step (inside the compiled training step, so the saved model
    needs no custom constraint to load);
 4. keep the epoch whose held-out clean accuracy is highest.
 
@@ -144,16 +144,49 @@ def _zero_channels(keras_model, keep_zero: Mapping[str, Sequence[int]]) -> None:
             zero_channels(keras_model, name, channels)
 
 
-def _keep_zero_callback(keep_zero: Mapping[str, Sequence[int]]):
+def _train_step(tuned, optimizer, keep_zero: Mapping[str, Sequence[int]]):
+    """One compiled optimizer step on a batch (pixels 0..255, labels); returns the batch's mean loss.
+
+    Pruned channels stay pruned: inside the same compiled function, after
+    the update, their kernel and bias are multiplied by a 0/1 mask, so they
+    are exactly 0 after every step (and the saved model needs no custom
+    constraint to load). Compiling the whole step (no Keras ``fit`` per
+    epoch, no weight round trip through numpy per batch) halves an epoch's
+    time on 2 cores (``python -m lab bench --lab``).
+    """
     import keras
+    import tensorflow as tf
 
-    class KeepPruned(keras.callbacks.Callback):
-        """Pruned channels stay pruned: kernel and bias back to exactly 0 after every optimizer step."""
+    from lab.io.models import SCALES
 
-        def on_train_batch_end(self, batch, logs=None):
-            _zero_channels(self.model, keep_zero)
+    keras_model = tuned.model
+    variables = keras_model.trainable_variables
+    optimizer.build(variables)
+    scale = np.float32(SCALES[tuned.input_scale])
+    masked = []
+    for name, channels in keep_zero.items():
+        if len(channels):
+            layer = keras_model.get_layer(name)
+            keep = np.ones(int(layer.kernel.shape[-1]), np.float32)
+            keep[list(channels)] = 0.0
+            masked += [(layer.kernel, tf.constant(keep)), (layer.bias, tf.constant(keep))]
+    height, width, channels = (int(d) for d in keras_model.input_shape[1:])
 
-    return KeepPruned()
+    @tf.function(input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32),
+                                  tf.TensorSpec((None,), tf.int64)], autograph=False)
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            probabilities = keras_model(images * scale, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+            if keras_model.losses:
+                loss = loss + tf.add_n(keras_model.losses)
+        gradients = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+        for variable, keep in masked:
+            variable.assign(variable * keep)
+        return loss
+
+    return step
 
 
 def _optimizer(config: FineTuneConfig, total_steps: int):
@@ -232,8 +265,7 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
             layer.trainable = layer.name in config.trainable
     steps_per_epoch = int(np.ceil(len(train) / config.batch_size))
     optimizer = _optimizer(config, steps_per_epoch * config.epochs)
-    keras_model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
-    callbacks = [_keep_zero_callback(keep_zero)] if any(len(c) for c in keep_zero.values()) else []
+    step = _train_step(tuned, optimizer, keep_zero)
     rng = np.random.default_rng(seed)
     unlearning = bool(config.unlearn_fraction and config.unlearn_steps and config.epochs)
     search = PerturbationSearch(tuned, config.unlearn_epsilon) if unlearning else None
@@ -258,9 +290,12 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
             chosen = rng.random(len(x)) < config.unlearn_fraction
             x[chosen] = np.clip(x[chosen] + delta, 0, 255)
         order = rng.permutation(len(x))
-        history = keras_model.fit(tuned.preprocess(x[order]), train.y[order], batch_size=config.batch_size, epochs=1,
-                                  shuffle=False, verbose=0, callbacks=callbacks)
-        rows.append(row(epoch, float(history.history["loss"][-1])))
+        x, y = x[order], np.asarray(train.y[order], np.int64)
+        total = 0.0
+        for start in range(0, len(x), config.batch_size):
+            batch = slice(start, start + config.batch_size)
+            total += float(step(x[batch], y[batch])) * len(y[batch])
+        rows.append(row(epoch, total / len(x)))  # mean over images, as Keras's fit reports it
         score = rows[-1]["holdout_accuracy"] if holdout is not None and len(holdout) else epoch
         if score >= best_score:
             best_epoch, best_score, best_weights = epoch, score, [w.copy() for w in keras_model.get_weights()]

@@ -38,7 +38,6 @@ the backdoor. :mod:`lab.defenses.reverse_unlearn` re-reverses it instead.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 
@@ -48,6 +47,7 @@ from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, pertu
 from lab.defenses.augment import AugmentConfig
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, copy_model, light_augment, percent_correct, \
     stamp_from_pool
+from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
 from lab.constants import DEFAULT_SEED
 
 
@@ -85,16 +85,38 @@ def detect(badnet, train: Dataset, config: NeuralCleanseConfig, rng: np.random.G
     candidates = candidate_classes(flow, badnet.n_classes, config.n_candidates, config.n_random, rng)
     triggers = reverse_triggers(badnet, train.x, candidates, config.reverse, rng)
     index = anomaly_index(triggers.l1)
-    median = np.median(np.where(np.isfinite(triggers.l1), triggers.l1, np.nan)[np.isfinite(triggers.l1)]) \
-        if np.isfinite(triggers.l1).any() else np.inf
-    flagged = [int(c) for c, a, n in zip(candidates, index, triggers.l1) if a > config.anomaly_threshold and n < median]
     return {"flow": flow, "candidates": candidates, "triggers": triggers, "anomaly_index": index,
-            "flagged": sorted(flagged, key=lambda c: float(triggers.l1[candidates.index(c)]))}
+            "flagged": flagged_classes(candidates, triggers.l1, config.anomaly_threshold)}
+
+
+def flagged_classes(candidates, l1, threshold: float = 2.0) -> list[int]:
+    """The paper's rule: anomaly index of the mask norm > ``threshold`` and a norm below the median; smallest first."""
+    l1 = np.asarray(l1, np.float64)
+    index = anomaly_index(l1)
+    median = np.median(l1[np.isfinite(l1)]) if np.isfinite(l1).any() else np.inf
+    flagged = [int(c) for c, a, n in zip(candidates, index, l1) if a > threshold and n < median]
+    return sorted(flagged, key=lambda c: float(l1[list(candidates).index(c)]))
 
 
 def unlearn(badnet, train: Dataset, holdout: Dataset, pool: list, config: NeuralCleanseConfig,
             rng: np.random.Generator, teacher=None, distill_weight: float = 0.0):
-    """Fine-tune a copy on ``train`` with ``stamp_fraction`` stamped from ``pool``; best held-out epoch."""
+    """Fine-tune a copy on ``train`` with ``stamp_fraction`` stamped from ``pool``; best held-out epoch.
+
+    Computed once per identical inputs and ``rng`` state (:func:`lab.cache.memoize`: 07 reuses 06's).
+    """
+    from lab import cache
+    from lab.defenses.reverse_unlearn import _with_weights
+
+    return cache.memoize(
+        "nc_unlearn", [cache.model_parts(badnet), train.x, train.y, holdout.x, holdout.y,
+                       [list(trigger) for trigger in pool], dataclasses.asdict(config),
+                       None if teacher is None else cache.model_parts(teacher), distill_weight],
+        lambda: _unlearn(badnet, train, holdout, pool, config, rng, teacher, distill_weight),
+        lambda out: (out[0].model.get_weights(), out[1]),
+        lambda arrays, info: _with_weights(badnet, arrays, info), rng)
+
+
+def _unlearn(badnet, train, holdout, pool, config, rng, teacher, distill_weight):
     student = copy_model(badnet)
     steps = int(np.ceil(len(train) / config.batch_size)) * config.unlearn_epochs
     trainer = UnlearnTrainer(student, teacher, config.learning_rate, steps, distill_weight=distill_weight)
@@ -125,7 +147,7 @@ class NeuralCleanse(Defense):
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         from lab.defenses.holdout import split_validation
 
-        started = time.perf_counter()
+        started = clock()
         config = self.config
         rng = np.random.default_rng(seed)
         train, holdout = split_validation(clean_valid, config.holdout_fraction, seed)
@@ -143,4 +165,4 @@ class NeuralCleanse(Defense):
             repaired, more = unlearn(badnet, train, holdout, pool, config, rng)
             details.update(more)
         repaired.metadata.update(defense=self.name, flagged=found["flagged"])
-        return DefenseResult(self.name, self.kind, repaired, time.perf_counter() - started, details, repaired)
+        return DefenseResult(self.name, self.kind, repaired, clock() - started, details, repaired)

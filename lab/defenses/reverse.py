@@ -84,10 +84,25 @@ class Flow:
 
 def perturbation_flow(model, x: np.ndarray, y: np.ndarray, config: FlowConfig = FlowConfig(),
                       rng: np.random.Generator | None = None) -> Flow:
-    """Rank candidate targets of ``model`` (a ``LoadedModel``) from clean ``x`` (float32 (n, H, W, 3), 0..255), ``y``."""
-    from lab.defenses.perturbation import PerturbationSearch
+    """Rank candidate targets of ``model`` (a ``LoadedModel``) from clean ``x`` (float32 (n, H, W, 3), 0..255), ``y``.
+
+    Computed once per identical model, data, config and ``rng`` state
+    (:func:`lab.cache.memoize`: 06 and 07 share it); ``rng`` ends where the
+    computation leaves it either way.
+    """
+    from lab import cache
 
     rng = rng or np.random.default_rng(DEFAULT_SEED)
+    return cache.memoize(
+        "flow", [cache.model_parts(model), np.asarray(x), np.asarray(y), dataclasses.asdict(config)],
+        lambda: _perturbation_flow(model, x, y, config, rng),
+        lambda flow: ([flow.counts, flow.ranking], {"pushed_out": flow.pushed_out, "n_images": flow.n_images}),
+        lambda arrays, info: Flow(arrays[0], info["pushed_out"], info["n_images"], arrays[1]), rng)
+
+
+def _perturbation_flow(model, x, y, config: FlowConfig, rng: np.random.Generator) -> Flow:
+    from lab.defenses.perturbation import PerturbationSearch
+
     if len(x) > config.max_images:
         chosen = np.sort(rng.choice(len(x), config.max_images, replace=False))
         x, y = x[chosen], y[chosen]
@@ -263,7 +278,18 @@ def reverse_triggers(model, x: np.ndarray, targets: Sequence[int], config: Rever
     mask is kept. All targets stop when each has stopped improving
     (early stop) or after ``config.epochs``.
     """
+    from lab import cache
+
     rng = rng or np.random.default_rng(DEFAULT_SEED)
+    targets = [int(t) for t in targets]
+    return cache.memoize(
+        "reverse", [cache.model_parts(model), np.asarray(x), targets, dataclasses.asdict(config)],
+        lambda: _reverse_triggers(model, x, targets, config, rng),
+        lambda found: ([found.targets, found.masks, found.patterns, found.l1, found.success], {"epochs": found.epochs}),
+        lambda arrays, info: ReversedTriggers(*arrays, info["epochs"]), rng)
+
+
+def _reverse_triggers(model, x, targets, config: ReverseConfig, rng: np.random.Generator) -> ReversedTriggers:
     reverser = TriggerReverser(model, targets, config, rng)
     k = len(reverser.targets)
     cost = np.zeros(k)

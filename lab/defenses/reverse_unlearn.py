@@ -40,7 +40,6 @@ met on average but not on every seed (seed 1: 0.44 over).
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 
@@ -51,6 +50,7 @@ from lab.defenses.reverse import FlowConfig, ReverseConfig, ReversedTriggers, Tr
 from lab.defenses.augment import AugmentConfig
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, copy_model, light_augment, percent_correct, \
     stamp_from_pool
+from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
 from lab.constants import DEFAULT_SEED
 
 
@@ -89,7 +89,32 @@ def _logit(mask: np.ndarray) -> np.ndarray:
 
 def reverse_and_unlearn(badnet, train: Dataset, holdout: Dataset, targets: list[int], initial: ReversedTriggers,
                         config: ReverseUnlearnConfig, rng: np.random.Generator) -> tuple[object, dict]:
-    """Steps 3-4 of the recipe for given targets and initial triggers; returns (repaired LoadedModel, details)."""
+    """Steps 3-4 of the recipe for given targets and initial triggers; returns (repaired LoadedModel, details).
+
+    Computed once per identical inputs and ``rng`` state (:func:`lab.cache.memoize`:
+    ``auto`` reuses ``reverse-unlearn``'s run, 07 reuses 06's).
+    """
+    from lab import cache
+
+    targets = [int(t) for t in targets]
+    initial_parts = [[initial.trigger(t)[0], initial.trigger(t)[1]] for t in targets]
+    return cache.memoize(
+        "reverse_unlearn", [cache.model_parts(badnet), train.x, train.y, holdout.x, holdout.y, targets, initial_parts,
+                            dataclasses.asdict(config)],
+        lambda: _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng),
+        lambda out: ([*out[0].model.get_weights(), out[1]["final_masks"], out[1]["final_patterns"]],
+                     {k: v for k, v in out[1].items() if k not in ("final_masks", "final_patterns")}),
+        lambda arrays, info: _with_weights(badnet, arrays[:-2], {**info, "final_masks": arrays[-2],
+                                                                 "final_patterns": arrays[-1]}), rng)
+
+
+def _with_weights(badnet, weights, details):
+    student = copy_model(badnet)
+    student.model.set_weights(weights)
+    return student, details
+
+
+def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng):
     student = copy_model(badnet)
     steps_per_epoch = int(np.ceil(len(train) / config.batch_size))
     trainer = UnlearnTrainer(student, badnet, config.learning_rate, steps_per_epoch * config.epochs,
@@ -136,7 +161,7 @@ class ReverseUnlearn(Defense):
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         from lab.defenses.holdout import split_validation
 
-        started = time.perf_counter()
+        started = clock()
         config = self.config
         rng = np.random.default_rng(seed)
         train, holdout = split_validation(clean_valid, config.holdout_fraction, seed)
@@ -144,7 +169,7 @@ class ReverseUnlearn(Defense):
         targets = choose_targets(flow, config.flow_share, config.max_suspects)
         initial = reverse_triggers(badnet, train.x, targets, config.reverse, rng)
         repaired, details = reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng)
-        seconds = time.perf_counter() - started
+        seconds = clock() - started
         details.update(targets=targets, flow_concentration=flow.concentration, initial_l1=initial.l1.tolist())
         repaired.metadata.update(defense=self.name, targets=targets, best_epoch=details["best_epoch"],
                                  holdout_clean_accuracy=details["holdout_clean_accuracy"])

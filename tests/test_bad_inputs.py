@@ -189,6 +189,16 @@ def test_a_sixteen_bit_greyscale_png_is_scaled_not_saturated(capsys, files, tmp_
      "argument --thresholds: expected a number strictly between 0 and 100 (percentage points), found '150'"),
     (["prune", "--model", "m.h5", "--valid", "v.h5", "--out", "{tmp}/o", "--thresholds", "0"],
      "argument --thresholds: expected a number strictly between 0 and 100"),
+    (["fine-prune", "--model", "m.h5", "--valid", "v.h5", "--out", "{tmp}/o.h5", "--epochs", "-1"],
+     "argument --epochs: expected an integer >= 0, found '-1'"),
+    (["fine-prune", "--model", "m.h5", "--valid", "v.h5", "--out", "{tmp}/o.h5", "--holdout-fraction", "1"],
+     "argument --holdout-fraction: expected a fraction: a number > 0 and < 1, found '1'"),
+    (["detect", "--method", "strip", "--badnet", "m.h5", "--valid", "v.h5", "--alpha", "1.5"],
+     "argument --alpha: expected a fraction: a number > 0 and < 1, found '1.5'"),
+    (["detect", "--method", "strip", "--badnet", "m.h5", "--valid", "v.h5", "--budget", "-2"],
+     "argument --budget: expected a percentage: a number >= 0 and < 100, found '-2'"),
+    (["detect", "--method", "strip", "--badnet", "m.h5", "--valid", "v.h5", "--budget", "nan"],
+     "argument --budget: expected a percentage: a number >= 0 and < 100, found 'nan'"),
 ])
 def test_arguments_out_of_range(capsys, files, tmp_path, args, expected):
     line = refused(capsys, files, tmp_path, [a.format(tmp=tmp_path) for a in args], expected)

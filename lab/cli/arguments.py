@@ -76,6 +76,23 @@ def percentage_points(text: str) -> float:
     return value
 
 
+def float_between(low: float, high: float, what: str, low_open: bool = True, high_open: bool = True):
+    """An argparse ``type``: a finite number in (low, high) (``*_open=False``: that end included)."""
+    expected = (f"{what}: a number {'>' if low_open else '>='} {low:g} and {'<' if high_open else '<='} {high:g}")
+
+    def parse(text: str) -> float:
+        value = _number(text, float, expected)
+        if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
+        return value
+
+    parse.__name__ = f"float_between_{low:g}_{high:g}"
+    return parse
+
+
+fraction = float_between(0.0, 1.0, "a fraction")
+
+
 def print_error(message: str) -> None:
     """One ``error: ...`` line on stderr (newlines in ``message`` folded into spaces)."""
     print("error: " + " ".join(str(message).split()), file=sys.stderr)

@@ -170,8 +170,6 @@ def _cmd_fine_prune(args: argparse.Namespace) -> int:
 
     if args.recipe not in finepruning.RECIPES:
         raise LabInputError(None, f"--recipe one of {', '.join(finepruning.RECIPES)}", repr(args.recipe))
-    if args.epochs is not None and args.epochs < 0:
-        raise LabInputError(None, "--epochs >= 0", str(args.epochs))
     check_writable(args.out, args.force)
     clean = data.load_h5(args.valid)  # data first: file problems are reported before TensorFlow starts
     poisoned = data.load_h5(args.poisoned_valid) if args.poisoned_valid else None
@@ -378,8 +376,8 @@ def _add_fine_prune(commands) -> None:
                      help="prune exactly K channels instead (0: fine-tuning alone)")
     fine.add_argument("--recipe", default="unlearning", help=f"fine-tuning recipe: {', '.join(finepruning.RECIPES)} "
                       "(default unlearning, as in 05 and 06)")
-    fine.add_argument("--epochs", type=int, default=None, help="epochs of fine-tuning (default: the recipe's)")
-    fine.add_argument("--holdout-fraction", type=float, default=1 / 3, metavar="F",
+    fine.add_argument("--epochs", type=arguments.int_at_least(0), default=None, help="epochs of fine-tuning (default: the recipe's)")
+    fine.add_argument("--holdout-fraction", type=arguments.fraction, default=1 / 3, metavar="F",
                       help="share of each class held out to choose the epoch (default 1/3)")
     fine.add_argument("--seed", type=arguments.seed, default=DEFAULT_SEED, help=f"split and training seed (default {DEFAULT_SEED})")
     _add_scale(fine)
@@ -402,12 +400,12 @@ def _add_detect(commands) -> None:
     detect.add_argument("--badnet", required=True, help="the BadNet B")
     detect.add_argument("--repaired", help="the repaired model R the confidence detector compares B with (e.g. B'')")
     detect.add_argument("--valid", required=True, help="clean validation data (h5): the only data that calibrates")
-    detect.add_argument("--budget", type=float, default=None, metavar="PERCENT",
+    detect.add_argument("--budget", type=arguments.float_between(0, 100, "a percentage", low_open=False), default=None, metavar="PERCENT",
                         help="%% of clean held-out inputs the detector may flag (default 2 for confidence, 1 for "
                              "STRIP)")
     detect.add_argument("--overlays", type=arguments.positive_int, default=20, help="STRIP: clean images each input is blended with")
-    detect.add_argument("--alpha", type=float, default=0.5, help="STRIP: the input's weight in each blend")
-    detect.add_argument("--holdout-fraction", type=float, default=1 / 3, metavar="F",
+    detect.add_argument("--alpha", type=arguments.fraction, default=0.5, help="STRIP: the input's weight in each blend")
+    detect.add_argument("--holdout-fraction", type=arguments.fraction, default=1 / 3, metavar="F",
                         help="share of each class held out to calibrate on (default 1/3)")
     detect.add_argument("--seed", type=arguments.seed, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
     detect.add_argument("--clean-test", help="clean test data (h5) to judge B and the detector on")

@@ -37,7 +37,8 @@ def test_bad_detect_inputs_are_one_line_errors(lab_main, cli_files, tmp_path):
         "--repaired FILE for the confidence detector": ["--method", "confidence", *common],
         "--clean-test FILE with --poisoned-test": ["--method", "strip", *common, "--poisoned-test",
                                                    cli_files["bd_valid"]],
-        "false_rejection_rate in [0, 100)": ["--method", "strip", *common, "--budget", "100"],
+        "--budget: expected a percentage: a number >= 0 and < 100, found '100'": ["--method", "strip", *common,
+                                                                                 "--budget", "100"],
         "no such file": ["--method", "strip", "--badnet", tmp_path / "missing.h5", "--valid", cli_files["valid"]],
     }.items():
         status, _, err = lab_main("detect", *args)

@@ -37,7 +37,7 @@ def test_bad_fine_prune_inputs_are_one_line_errors(lab_main, cli_files, tmp_path
     (tmp_path / "exists.h5").write_text("mine")
     for expected, args in {
         "--recipe one of paper, augmented, unlearning": [*common, "--recipe", "magic", "--out", tmp_path / "a.h5"],
-        "--epochs >= 0": [*common, "--epochs", "-2", "--out", tmp_path / "a.h5"],
+        "--epochs: expected an integer >= 0, found '-2'": [*common, "--epochs", "-2", "--out", tmp_path / "a.h5"],
         "already exists": [*common, "--out", tmp_path / "exists.h5"],
         "0..60 channels to prune": [*common, "--channels", "99", "--out", tmp_path / "a.h5"],
         "did you swap": ["--model", cli_files["valid"], "--valid", cli_files["valid"], "--out", tmp_path / "a.h5"],

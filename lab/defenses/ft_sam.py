@@ -21,14 +21,13 @@ lost), ASR 67.1 % (from 99.44 %), 105 s on two shared cores.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.unlearn import LIGHT_AUGMENT, copy_model, train_keep_best
+from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 
 
@@ -101,15 +100,10 @@ class FTSAM(Defense):
     Config = FTSAMConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.defenses.holdout import split_validation
-
-        started = time.perf_counter()
         config = self.config
-        rng = np.random.default_rng(seed)
-        train, holdout = split_validation(clean_valid, config.holdout_fraction, seed)
+        started, rng, train, holdout = begin(clean_valid, config.holdout_fraction, seed)
         student = copy_model(badnet)
         steps = int(np.ceil(len(train) / config.batch_size)) * config.epochs
         details = train_keep_best(student, train, holdout, config.epochs, config.batch_size,
                                   sam_step(student, config, steps), rng, config.augment)
-        student.metadata.update(defense=self.name, best_epoch=details["best_epoch"])
-        return DefenseResult(self.name, self.kind, student, time.perf_counter() - started, details, student)
+        return finish(self, student, details, started)

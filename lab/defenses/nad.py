@@ -26,14 +26,13 @@ backdoor from 6 clean images a class.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.unlearn import LIGHT_AUGMENT, copy_model, train_keep_best
+from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 
 
@@ -104,12 +103,8 @@ class NAD(Defense):
     Config = NADConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.defenses.holdout import split_validation
-
-        started = time.perf_counter()
         config = self.config
-        rng = np.random.default_rng(seed)
-        train, holdout = split_validation(clean_valid, config.holdout_fraction, seed)
+        started, rng, train, holdout = begin(clean_valid, config.holdout_fraction, seed)
         per_epoch = int(np.ceil(len(train) / config.batch_size))
         teacher = copy_model(badnet)
         teacher_log = train_keep_best(teacher, train, holdout, config.teacher_epochs, config.batch_size,
@@ -119,5 +114,4 @@ class NAD(Defense):
         details = train_keep_best(student, train, holdout, config.epochs, config.batch_size,
                                   _steps(student, teacher, config, per_epoch * config.epochs), rng, config.augment)
         details["teacher_holdout_clean_accuracy"] = teacher_log["holdout_clean_accuracy"]
-        student.metadata.update(defense=self.name, best_epoch=details["best_epoch"])
-        return DefenseResult(self.name, self.kind, student, time.perf_counter() - started, details, student)
+        return finish(self, student, details, started)

@@ -45,7 +45,7 @@ from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, reverse_triggers
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, copy_model, light_augment, percent_correct, \
+from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
 from lab.constants import DEFAULT_SEED
@@ -145,12 +145,8 @@ class NeuralCleanse(Defense):
     Config = NeuralCleanseConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.defenses.holdout import split_validation
-
-        started = clock()
         config = self.config
-        rng = np.random.default_rng(seed)
-        train, holdout = split_validation(clean_valid, config.holdout_fraction, seed)
+        started, rng, train, holdout = begin(clean_valid, config.holdout_fraction, seed)
         found = detect(badnet, train, config, rng)
         triggers = found["triggers"]
         details = {"candidates": found["candidates"], "l1": triggers.l1.tolist(),

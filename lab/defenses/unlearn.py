@@ -17,6 +17,29 @@ from lab.defenses.augment import AugmentConfig, augment
 from lab.io.data import Dataset
 
 
+def begin(clean_valid: Dataset, holdout_fraction: float, seed: int):
+    """The common start of a repair's ``fit``: ``(started, rng, train, holdout)``.
+
+    ``started`` is :func:`lab.cache.clock`; ``rng`` the numpy generator of
+    ``seed``; train / holdout the per-class split of the clean validation
+    data (:func:`lab.defenses.holdout.split_validation`).
+    """
+    from lab.cache import clock
+    from lab.defenses.holdout import split_validation
+
+    started = clock()
+    return (started, np.random.default_rng(seed), *split_validation(clean_valid, holdout_fraction, seed))
+
+
+def finish(defense, student, details: dict, started: float):
+    """The common end of a repair's ``fit``: metadata on ``student`` and its :class:`DefenseResult`."""
+    from lab.cache import clock
+    from lab.defenses.base import DefenseResult
+
+    student.metadata.update(defense=defense.name, best_epoch=details["best_epoch"])
+    return DefenseResult(defense.name, defense.kind, student, clock() - started, details, student)
+
+
 def copy_model(model):
     """A trainable copy of a ``LoadedModel`` (same architecture, weights copied; metadata copied)."""
     from lab.defenses.surgery import clone_model

@@ -199,3 +199,23 @@ def test_memoized_reversal_and_unlearning_equal_computing_and_leave_the_rng_wher
     other = pipeline(np.random.default_rng(6))  # another rng state: computed again, stored beside
     assert len(list((tmp_path / "cache" / "flow").iterdir())) == 2
     assert not np.array_equal(other[1].masks, computed[1].masks)
+
+
+def test_perturbation_unlearning_option_adds_universal_perturbations_and_is_off_by_default():
+    import small_models as helpers
+    from lab.defenses import reverse_unlearn
+    from lab.defenses.holdout import split_validation
+
+    assert reverse_unlearn.ReverseUnlearnConfig().perturb_fraction == 0.0  # the measured recipe
+    badnet = helpers.trained_deepid()
+    clean, _ = helpers.datasets()
+    train, holdout = split_validation(clean, 1 / 3, seed=3)
+    found = reverse.reverse_triggers(badnet, train.x, [0], QUICK_REVERSE, np.random.default_rng(1))
+    runs = {}
+    for fraction in (0.0, 0.5):
+        config = reverse_unlearn.ReverseUnlearnConfig(epochs=2, rereverse_steps=3, perturb_fraction=fraction)
+        model, details = reverse_unlearn.reverse_and_unlearn(badnet, train, holdout, [0], found, config,
+                                                             np.random.default_rng(5))
+        assert model.n_classes == badnet.n_classes and len(details["history"]) == 3
+        runs[fraction] = model.model.get_weights()
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0.0], runs[0.5]))

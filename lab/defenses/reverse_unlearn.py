@@ -29,12 +29,29 @@ into a training part and a held-out part, :func:`lab.defenses.holdout.split_vali
    trigger against the student and add it to the pool;
 4. keep the epoch with the highest held-out clean accuracy (later on ties).
 
+Option (off by default): ``perturb_fraction`` > 0 also gives that share of
+the images not stamped from the pool, each epoch, one untargeted universal
+perturbation found against the student (L-infinity ``perturb_epsilon``
+pixels, ``perturb_steps`` sign steps; :class:`lab.defenses.perturbation.PerturbationSearch`),
+with true labels and no distillation: an unlearning signal that is not a
+mask, for whole-image triggers (warping) that a mask can only approximate.
+Explored on a pruning-aware warping BadNet (seed 1234, test sets, 95.11 %
+clean / 98.09 % ASR before): 0 -> 95.89 / 9.99, 0.2 -> 96.00 / 3.48,
+0.5 -> 93.00 / 3.03; on a plain blended BadNet (92.22 / 99.55 before):
+0 -> 93.89 / 1.68, 0.2 -> 91.78 / 0.56; on the default (0: 1.89 points
+lost, ASR 0.00) 0.2 lost 2.33 and 0.5 lost 4.22 points, ASR 0.00 both
+(``--method auto --set repair.perturb_fraction=0.2``). Those values were
+compared on poisoned test data, so none of them became the default: the
+measured recipe stays as it is (see the closing note of the repair issue).
+
 Measured on the embedded default (B: 97.56 % clean, 99.44 % ASR; test sets;
 ``auto``, whose repair this is; ``tools/measure_repair_seeds.py``): seeds 0/1/2
 gave 96.33/95.11/96.11 % clean at ASR 0.00/0.00/0.00 %, i.e. 1.22/2.44/1.44
 points lost, in 444-744 s on two heavily shared cores. With 300 held-out
 images the epoch rule has about a point of noise, so the 2-point goal is
-met on average but not on every seed (seed 1: 0.44 over).
+met on average but not on every seed (seed 1: 0.44 over). Seed 1234 (06's
+and 07's): 95.67 % clean (1.89 points lost), ASR 0.00 %, in 99.5 s with
+the machine otherwise idle (``auto`` row of 06 in ``python -m lab bench --lab``).
 """
 
 from __future__ import annotations
@@ -48,7 +65,7 @@ from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, ReversedTriggers, TriggerReverser, perturbation_flow, \
     reverse_triggers
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, copy_model, light_augment, percent_correct, \
+from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
 from lab.constants import DEFAULT_SEED
@@ -75,6 +92,10 @@ class ReverseUnlearnConfig:
     stamp_fraction: float = 0.2
     rereverse_steps: int = 150
     rereverse_cost: float = 1e-3
+    perturb_fraction: float = 0.0
+    perturb_epsilon: float = 32.0
+    perturb_steps: int = 10
+    perturb_batch: int = 64
     temperature: float = 2.0
     distill_weight: float = 1.0
     augment: AugmentConfig = LIGHT_AUGMENT
@@ -120,6 +141,11 @@ def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng):
     trainer = UnlearnTrainer(student, badnet, config.learning_rate, steps_per_epoch * config.epochs,
                              config.temperature, config.distill_weight)
     reverser = TriggerReverser(student, targets, config.reverse, rng)
+    search = None
+    if config.perturb_fraction > 0 and config.perturb_steps > 0:
+        from lab.defenses.perturbation import PerturbationSearch
+
+        search = PerturbationSearch(student, config.perturb_epsilon)
     masks = np.stack([initial.trigger(t)[0] for t in targets])
     patterns = np.stack([initial.trigger(t)[1] for t in targets])
     reverser.mask_logit.assign(_logit(masks))
@@ -131,6 +157,11 @@ def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng):
     for epoch in range(1, config.epochs + 1):
         x = light_augment(train.x, rng, config.augment)
         x, stamped = stamp_from_pool(x, pool, config.stamp_fraction, rng)
+        if search is not None:  # a universal perturbation against the student: whatever is left, mask or not
+            delta = search(train.x, train.y, config.perturb_steps, config.perturb_batch, rng)
+            chosen = ~stamped & (rng.random(len(x)) < config.perturb_fraction)
+            x[chosen] = np.clip(x[chosen] + delta, 0.0, 255.0)
+            stamped = stamped | chosen
         loss = trainer.epoch(x, train.y, stamped, config.batch_size, rng)
         reverser.reset_optimizer()
         _, _, success = reverser.run(train.x, config.rereverse_steps, rng, config.rereverse_cost)
@@ -159,12 +190,8 @@ class ReverseUnlearn(Defense):
     Config = ReverseUnlearnConfig
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.defenses.holdout import split_validation
-
-        started = clock()
         config = self.config
-        rng = np.random.default_rng(seed)
-        train, holdout = split_validation(clean_valid, config.holdout_fraction, seed)
+        started, rng, train, holdout = begin(clean_valid, config.holdout_fraction, seed)
         flow = perturbation_flow(badnet, train.x, train.y, config.flow, rng)
         targets = choose_targets(flow, config.flow_share, config.max_suspects)
         initial = reverse_triggers(badnet, train.x, targets, config.reverse, rng)

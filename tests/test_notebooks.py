@@ -120,6 +120,18 @@ def test_timings_go_to_stderr_only(executed):
                     assert "[timing]" not in text and " s, " not in text, (path.name, text[:200])
 
 
+def test_bench_reads_every_defense_time_from_the_executed_06(executed):
+    """make bench's per-defense seconds come from 06's [timing] table: one row per registered defense."""
+    import lab.defenses
+    from lab.course import bench
+
+    seconds = bench.timing_table(executed["06_defenses_compared"])
+    assert set(lab.defenses.REGISTRY) - {"pruning", "fine-tuning", "fine-pruning", "goodnet", "confidence", "strip"} \
+        <= set(seconds)
+    assert all(value >= 0 for value in seconds.values()) and seconds["auto"] > 0
+    assert "seconds to build" in bench.format_lab({"steps": [("06", 1.0)], "total": 1.0, "defenses": seconds})
+
+
 def test_notebooks_produce_figures_tables_and_files(executed):
     node = nbformat.read(executed["03_pruning"], as_version=4)
     images = [o for c in node.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]

@@ -256,7 +256,7 @@ def time_lab(identities: int | None = None) -> dict:
 
     from lab import cache, notebooks
 
-    steps = []
+    steps, defense_seconds = [], {}
     with tempfile.TemporaryDirectory() as out:
         previous = os.environ.get(cache.VARIABLE)
         os.environ[cache.VARIABLE] = str(Path(out) / "cache")  # from scratch: nothing reused from earlier runs
@@ -267,12 +267,31 @@ def time_lab(identities: int | None = None) -> dict:
             parameters = {"LAB_ROOT": out} if path in paths[:len(notebooks.lab_notebooks())] else {}
             report = notebooks.execute(path, Path(out) / "executed" / path.name, parameters)
             steps.append((path.name, report["seconds"]))
+            defense_seconds.update(timing_table(report["out"]))
             print(f"  {path.name}: {report['seconds']:.1f} s", file=sys.stderr, flush=True)
         if previous is None:
             os.environ.pop(cache.VARIABLE, None)
         else:
             os.environ[cache.VARIABLE] = previous
-    return {"steps": steps, "total": sum(seconds for _, seconds in steps)}
+    return {"steps": steps, "total": sum(seconds for _, seconds in steps), "defenses": defense_seconds}
+
+
+def timing_table(executed) -> dict:
+    """``{row: seconds to build}`` from an executed notebook's ``[timing]`` table on stderr (06's: every defense
+    on the default, reused parts at their original cost); empty when the notebook prints none."""
+    import nbformat
+
+    rows = {}
+    for cell in nbformat.read(executed, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("name") == "stderr" else ""
+            lines = text.splitlines()
+            if len(lines) > 1 and lines[0] == "[timing]" and "seconds to build" in lines[1]:
+                for line in lines[2:]:
+                    parts = line.rsplit(None, 2)
+                    if len(parts) == 3:
+                        rows[parts[0].strip()] = float(parts[1])
+    return rows
 
 
 def format_lab(result: dict) -> str:
@@ -283,6 +302,10 @@ def format_lab(result: dict) -> str:
     total = result["total"]
     lines.append(f"  {'total':<{width}}  {total:7.1f} s  ({total / LAB_BUDGET_SECONDS:.2f}x the budget: "
                  f"{'within' if total <= LAB_BUDGET_SECONDS else 'over by ' + format(total - LAB_BUDGET_SECONDS, '.0f') + ' s'})")
+    if result.get("defenses"):
+        width = max(len(name) for name in result["defenses"])
+        lines.append("each defense on the default (06_defenses_compared, seconds to build; goal for auto <= 180 s):")
+        lines += [f"  {name:<{width}}  {seconds:7.1f} s" for name, seconds in result["defenses"].items()]
     return "\n".join(lines)
 
 

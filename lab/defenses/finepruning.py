@@ -350,8 +350,7 @@ def _from_cache(model, key: str, config: FineTuneConfig, report: Mapping[str, Da
     weights, info = found
     if any(info["report"].get(name) != cache.digest(data.x, data.y) for name, data in report.items()):
         return None  # the history lacks a column asked for: train again (and store that)
-    tuned = clone_model(model)
-    tuned.model.set_weights(weights)
+    tuned = clone_model(model, weights=weights)
     tuned.metadata.update(info["metadata"], cache=f"reused fine-tuning result {key[:12]} (lab.cache)")
     table = pd.DataFrame(info["history"])[_HISTORY_COLUMNS + list(report)]
     table.attrs.update(best_epoch=info["best_epoch"], report_sets=list(report))

@@ -105,7 +105,7 @@ def unlearn(badnet, train: Dataset, holdout: Dataset, pool: list, config: Neural
     Computed once per identical inputs and ``rng`` state (:func:`lab.cache.memoize`: 07 reuses 06's).
     """
     from lab import cache
-    from lab.defenses.reverse_unlearn import _with_weights
+    from lab.defenses.surgery import clone_model
 
     return cache.memoize(
         "nc_unlearn", [cache.model_parts(badnet), train.x, train.y, holdout.x, holdout.y,
@@ -113,7 +113,7 @@ def unlearn(badnet, train: Dataset, holdout: Dataset, pool: list, config: Neural
                        None if teacher is None else cache.model_parts(teacher), distill_weight],
         lambda: _unlearn(badnet, train, holdout, pool, config, rng, teacher, distill_weight),
         lambda out: (out[0].model.get_weights(), out[1]),
-        lambda arrays, info: _with_weights(badnet, arrays, info), rng)
+        lambda arrays, info: (clone_model(badnet, weights=arrays), info), rng)
 
 
 def _unlearn(badnet, train, holdout, pool, config, rng, teacher, distill_weight):

@@ -116,6 +116,7 @@ def reverse_and_unlearn(badnet, train: Dataset, holdout: Dataset, targets: list[
     ``auto`` reuses ``reverse-unlearn``'s run, 07 reuses 06's).
     """
     from lab import cache
+    from lab.defenses.surgery import clone_model
 
     targets = [int(t) for t in targets]
     initial_parts = [[initial.trigger(t)[0], initial.trigger(t)[1]] for t in targets]
@@ -125,14 +126,8 @@ def reverse_and_unlearn(badnet, train: Dataset, holdout: Dataset, targets: list[
         lambda: _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng),
         lambda out: ([*out[0].model.get_weights(), out[1]["final_masks"], out[1]["final_patterns"]],
                      {k: v for k, v in out[1].items() if k not in ("final_masks", "final_patterns")}),
-        lambda arrays, info: _with_weights(badnet, arrays[:-2], {**info, "final_masks": arrays[-2],
-                                                                 "final_patterns": arrays[-1]}), rng)
-
-
-def _with_weights(badnet, weights, details):
-    student = copy_model(badnet)
-    student.model.set_weights(weights)
-    return student, details
+        lambda arrays, info: (clone_model(badnet, weights=arrays[:-2]),
+                              {**info, "final_masks": arrays[-2], "final_patterns": arrays[-1]}), rng)
 
 
 def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng):

@@ -12,24 +12,26 @@ from typing import Sequence
 import numpy as np
 
 
-def clone_keras(keras_model):
-    """A new ``keras.Model`` with ``keras_model``'s architecture and a copy of its weights."""
+def clone_keras(keras_model, weights: Sequence[np.ndarray] | None = None):
+    """A new ``keras.Model`` with ``keras_model``'s architecture and a copy of its weights (or ``weights``)."""
     import keras
 
     clone = keras.models.clone_model(keras_model)
-    clone.set_weights(keras_model.get_weights())
+    clone.set_weights(keras_model.get_weights() if weights is None else weights)
     return clone
 
 
-def clone_model(model, metadata: dict | None = None):
+def clone_model(model, metadata: dict | None = None, weights: Sequence[np.ndarray] | None = None):
     """A copy of ``model`` (a ``LoadedModel``) with its own weights; input scale and scale source kept.
 
-    ``metadata``: the copy's metadata (default: a copy of the original's). The
-    copy has no path: it is not the file the original came from.
+    ``metadata``: the copy's metadata (default: a copy of the original's).
+    ``weights``: the copy's weights (default: a copy of the original's; e.g.
+    a result reused from :mod:`lab.cache`). The copy has no path: it is not
+    the file the original came from.
     """
     from lab.io.models import LoadedModel
 
-    return LoadedModel(clone_keras(model.model), model.input_scale, None, model.scale_source,
+    return LoadedModel(clone_keras(model.model, weights), model.input_scale, None, model.scale_source,
                        dict(model.metadata) if metadata is None else metadata)
 
 

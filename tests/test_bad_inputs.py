@@ -365,3 +365,14 @@ def test_a_fresh_process_prints_one_line_and_no_traceback(files, tmp_path, case)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0] == result.stderr.strip().splitlines()[-1], result.stderr
     assert _tree(files["root"], tmp_path) == before
+
+
+def test_targets_out_of_range_or_with_another_detector(capsys, files, tmp_path):
+    n = models.load_model(files["model"]).n_classes
+    refused(capsys, files, tmp_path, ["goodnet", "--badnet", files["model"], "--pruned", files["model"], "--out",
+                                      tmp_path / "g.keras", "--targets", "1", str(n)],
+            f"--targets: expected suspected target classes in 0..{n - 1}, found [{n}]")
+    assert not (tmp_path / "g.keras").exists()
+    refused(capsys, files, tmp_path, ["detect", "--method", "strip", "--badnet", files["model"], "--valid",
+                                      files["valid"], "--targets", "0"],
+            "expected --targets only with --method goodnet, found --method strip")

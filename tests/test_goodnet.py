@@ -37,6 +37,25 @@ def test_identical_models_never_flag():
     assert labels.tolist() == [2, 0, 1]
 
 
+def test_targeted_goodnet_flags_only_disagreements_where_the_badnet_answers_a_suspected_target(tmp_path):
+    import keras
+
+    badnet = helpers.colour_classifier((0, 1, 2), "badnet")
+    pruned = helpers.colour_classifier((0, 2, 1), "pruned")  # disagrees on green (B: 1) and blue (B: 2)
+    x = helpers.colour_images([RED, GREEN, BLUE, RED])
+    targeted = goodnet.build_goodnet(badnet, pruned, targets=[2])
+    assert targeted.metadata["targets"] == [2]
+    assert targeted.predict_labels(x).tolist() == [0, 1, 3, 0]  # green keeps B's answer: 1 is not a suspect
+    assert goodnet.build_goodnet(badnet, pruned, targets=[1, 2]).predict_labels(x).tolist() == [0, 3, 3, 0]
+    outputs = targeted.predict_proba(x)
+    np.testing.assert_allclose(outputs.sum(axis=1), 1.0, atol=1e-6)
+    saved = goodnet.save_goodnet(targeted, tmp_path / "targeted.keras")
+    plain = keras.models.load_model(saved, safe_mode=True)  # the targets are a Dense layer's weights, no Lambda
+    assert plain.predict(x, verbose=0).argmax(axis=1).tolist() == [0, 1, 3, 0]
+    with pytest.raises(LabInputError, match=r"suspected target classes in 0\.\.2, found \[3\]"):
+        goodnet.build_goodnet(badnet, pruned, targets=[3])
+
+
 def test_the_pair_must_share_input_scale_and_classes():
     badnet = helpers.colour_classifier()
     raw = models.LoadedModel(helpers.colour_classifier().model, "raw", "raw.h5")

@@ -79,7 +79,13 @@ def test_cli_auto_repairs_the_tiny_default_and_goodnet_builds_on_it(tiny_default
     summary = json.loads(done.stdout)
     assert {"backdoored", "target", "method", "seconds", "holdout_clean_accuracy"} <= set(summary)
     assert summary["backdoored"] is True and summary["target"] == manifest["target_label"]
-    assert summary["method"] == "reverse-unlearn" and summary["seconds"] > 0
+    assert summary["method"].startswith("reverse-unlearn") and summary["seconds"] > 0
+    # The gate runs again on every repair; a second round happens exactly when it still says backdoored.
+    rounds = summary["rounds"]
+    assert len(rounds) == (2 if rounds[0]["gate_after"]["backdoored"] else 1)
+    if len(rounds) == 2:  # the second round unlearns every suspect so far
+        assert set(rounds[0]["targets"]) | set(rounds[0]["gate_after"]["targets"]) == set(rounds[1]["targets"])
+    assert set(rounds[-1]["targets"]) <= set(summary["targets"])
     report = summary["report"]
     assert report["badnet_attack_success_rate"] > 80
     assert report["repaired_attack_success_rate"] < report["badnet_attack_success_rate"] / 2
@@ -103,6 +109,21 @@ def test_cli_auto_repairs_the_tiny_default_and_goodnet_builds_on_it(tiny_default
     judged = json.loads(detect.stdout)["test"]["detector"]
     assert judged["detection_rate"] == pytest.approx(report["goodnet_detection_rate"])
     assert judged["clean_false_positive_rate"] == pytest.approx(report["goodnet_false_positive_rate"])
+    # The targeted GoodNet on the target repair named: the same CLI paths, the same numbers as its report.
+    target = str(summary["target"])
+    targeted = run_cli("goodnet", "--badnet", str(files["model"]), "--pruned", str(out), "--targets", target,
+                       "--out", str(tmp_path / "gt.keras"))
+    assert targeted.returncode == 0, targeted.stderr
+    assert f"answers one of [{target}]" in targeted.stdout
+    assert keras.models.load_model(tmp_path / "gt.keras", safe_mode=True).output_shape[-1] == plain.output_shape[-1] + 1
+    detect = run_cli("detect", "--method", "goodnet", "--badnet", str(files["model"]), "--repaired", str(out),
+                     "--targets", target, "--valid", str(files["valid"]), "--clean-test", str(files["test"]),
+                     "--poisoned-test", str(files["poisoned"]), "--json")
+    assert detect.returncode == 0, detect.stderr
+    judged = json.loads(detect.stdout)["test"]["detector"]
+    assert judged["detection_rate"] == pytest.approx(report["targeted_goodnet_detection_rate"])
+    assert judged["clean_false_positive_rate"] == pytest.approx(report["targeted_goodnet_false_positive_rate"])
+    assert report["targeted_goodnet_false_positive_rate"] <= report["goodnet_false_positive_rate"]
 
 
 def test_auto_leaves_a_clean_deepid_unchanged(tiny_default):
@@ -164,6 +185,26 @@ def test_candidate_search_on_the_real_weights_does_not_grow_with_classes(course_
     assert decision.triggers.masks.shape == (len(decision.triggers.targets), 55, 47, 1)
 
 
+def test_a_later_round_starts_from_the_given_model_and_keeps_distilling_from_the_badnet():
+    import small_models as helpers
+    from lab.defenses import reverse_unlearn
+    from lab.defenses.holdout import split_validation
+
+    badnet = helpers.trained_deepid()
+    clean, _ = helpers.datasets()
+    train, holdout = split_validation(clean, 1 / 3, seed=3)
+    found = reverse.reverse_triggers(badnet, train.x, [0], QUICK_REVERSE, np.random.default_rng(1))
+    config = reverse_unlearn.ReverseUnlearnConfig(epochs=1, rereverse_steps=2)
+    first, _ = reverse_unlearn.reverse_and_unlearn(badnet, train, holdout, [0], found, config, np.random.default_rng(2))
+    # No epochs: nothing trains, so the result is exactly where the student started.
+    idle = config.replace(epochs=0)
+    kept, _ = reverse_unlearn.reverse_and_unlearn(badnet, train, holdout, [0], found, idle, np.random.default_rng(3),
+                                                  start=first)
+    assert all(np.array_equal(a, b) for a, b in zip(kept.model.get_weights(), first.model.get_weights()))
+    fresh, _ = reverse_unlearn.reverse_and_unlearn(badnet, train, holdout, [0], found, idle, np.random.default_rng(3))
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.model.get_weights(), badnet.model.get_weights()))
+
+
 def test_memoized_reversal_and_unlearning_equal_computing_and_leave_the_rng_where_it_would_be(tmp_path, monkeypatch):
     """lab.cache.memoize: 07 reuses 06's flow, reversal and unlearning only for identical inputs and rng state."""
     import small_models as helpers
@@ -219,3 +260,24 @@ def test_perturbation_unlearning_option_adds_universal_perturbations_and_is_off_
         assert model.n_classes == badnet.n_classes and len(details["history"]) == 3
         runs[fraction] = model.model.get_weights()
     assert not all(np.array_equal(a, b) for a, b in zip(runs[0.0], runs[0.5]))
+
+
+def test_sharpness_option_takes_ft_sams_step_and_is_off_by_default():
+    """UnlearnTrainer(sharpness=rho) without distillation is FT-SAM's compiled step, to the last bit."""
+    import small_models as helpers
+    from lab.defenses import ft_sam, reverse_unlearn
+    from lab.defenses.unlearn import UnlearnTrainer, copy_model
+
+    assert reverse_unlearn.ReverseUnlearnConfig().sharpness == 0.0  # the measured recipe
+    badnet = helpers.trained_deepid()
+    clean, _ = helpers.datasets()
+    x, y = clean.x[:16], clean.y[:16].astype(np.int64)
+    config = ft_sam.FTSAMConfig(rho=2.0)
+    by_ft_sam, by_trainer, plain = copy_model(badnet), copy_model(badnet), copy_model(badnet)
+    ft_sam.sam_step(by_ft_sam, config, total_steps=10)(x, y)
+    UnlearnTrainer(by_trainer, None, config.learning_rate, 10, distill_weight=0.0, sharpness=config.rho)._step(
+        x, y, np.ones(len(x), np.float32))
+    UnlearnTrainer(plain, None, config.learning_rate, 10, distill_weight=0.0)._step(x, y, np.ones(len(x), np.float32))
+    for a, b in zip(by_ft_sam.model.get_weights(), by_trainer.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(plain.model.get_weights(), by_trainer.model.get_weights()))

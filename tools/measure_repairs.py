@@ -3,7 +3,7 @@
 For each BadNet (the embedded default, and those ``make-badnet`` makes on the
 default's data with every trigger and attack kind it offers, plain and
 pruning-aware) and each defense (every one in ``lab.defenses.REGISTRY``, plus
-the GoodNet on fine-pruning: :data:`VARIANTS`), it reports clean accuracy and attack success
+the GoodNet on fine-pruning and on auto, plain and targeted: :data:`VARIANTS`), it reports clean accuracy and attack success
 rate before and after, detection and clean false positives for detectors,
 and seconds. Defenses see the BadNet and the clean validation set only;
 poisoned test data only reports.
@@ -109,7 +109,9 @@ class Outcome:
 
 
 # Table rows that are a registered defense with another configuration: name -> (defense, Config changes)
-VARIANTS = {"goodnet-fine-pruning": ("goodnet", {"repair": "fine-pruning"})}
+VARIANTS = {"goodnet-fine-pruning": ("goodnet", {"repair": "fine-pruning"}),
+            "goodnet-auto": ("goodnet", {"repair": "auto"}),
+            "goodnet-auto-targeted": ("goodnet", {"repair": "auto", "suspects_only": True})}
 
 
 def _jsonable(details: dict) -> dict:

@@ -155,11 +155,15 @@ def _cmd_goodnet(args: argparse.Namespace) -> int:
     check_writable(args.out + META_SUFFIX, args.force)
     badnet = models.load_model(args.badnet, scale=args.scale)
     pruned = models.load_model(args.pruned, scale=args.scale)
-    repaired = goodnet.build_goodnet(badnet, pruned)
+    if args.targets:
+        goodnet.check_targets(args.targets, badnet.n_classes, "--targets")
+    repaired = goodnet.build_goodnet(badnet, pruned, targets=args.targets)
     path = goodnet.save_goodnet(repaired, args.out, force=args.force)
     n_classes = badnet.n_classes
+    where = (f"disagrees while {args.badnet} answers one of {repaired.metadata['targets']}" if args.targets
+             else "disagrees")
     print(f"GoodNet: {path} ({n_classes + 1} outputs: classes 0..{n_classes - 1} from {args.badnet} where "
-          f"{args.pruned} agrees, class {n_classes} = backdoor; input scale {repaired.input_scale})")
+          f"{args.pruned} agrees, class {n_classes} = backdoor where it {where}; input scale {repaired.input_scale})")
     return 0
 
 
@@ -211,6 +215,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     if args.budget is None:
         args.budget = args.budget_defaults[args.method]
+    if args.targets and args.method != "goodnet":
+        raise LabInputError(None, "--targets only with --method goodnet", f"--method {args.method}")
     if args.method in ("confidence", "goodnet") and not args.repaired:
         raise LabInputError(None, f"--repaired FILE for the {args.method} detector (e.g. B'' from fine-prune or R "
                             "from repair)", "none")
@@ -221,10 +227,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise LabInputError(None, "--clean-test FILE with --poisoned-test (a detector is judged on both)", "none")
     badnet = models.load_model(args.badnet, scale=args.scale)
     badnet.check_data(clean)
+    if args.targets:
+        from lab.defenses.goodnet import check_targets
+
+        check_targets(args.targets, badnet.n_classes, "--targets")
     if args.method in ("confidence", "goodnet"):
         repaired = models.load_model(args.repaired, scale=args.scale)
-        repair = defenses.DefenseResult("given", "repair", repaired, 0.0, {"path": args.repaired}, model=repaired)
-        config = defenses.get("goodnet").Config(repair=repair) if args.method == "goodnet" else \
+        given = {"path": args.repaired, **({"targets": sorted(set(args.targets))} if args.targets else {})}
+        repair = defenses.DefenseResult("given", "repair", repaired, 0.0, given, model=repaired)
+        config = defenses.get("goodnet").Config(repair=repair, suspects_only=bool(args.targets)) \
+            if args.method == "goodnet" else \
             defenses.get("confidence").Config(repair=repair, false_positive_budget=args.budget,
                                               holdout_fraction=args.holdout_fraction)
     else:
@@ -244,8 +256,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         return 0
     unit = "bits (mean blended entropy)" if args.method == "strip" else "(drop of B's confidence)"
     if args.method == "goodnet":
+        where = f" and B answers one of {sorted(set(args.targets))}" if args.targets else ""
         print(f"GoodNet on {args.badnet} and {args.repaired}: class {detector.backdoor_class} (backdoor) where they "
-              "disagree; no threshold to calibrate")
+              f"disagree{where}; no threshold to calibrate")
     else:
         print(f"{args.method} detector: threshold {detector.threshold:.4f} {unit}, calibrated on "
               f"{calibration['n']} clean held-out images in {result.seconds:.1f} s")
@@ -352,6 +365,9 @@ def _add_goodnet(commands) -> None:
     goodnet.add_argument("--pruned", required=True, help="the pruned model B' (e.g. DIR/pruned_4.h5 from prune)")
     _add_scale(goodnet)
     goodnet.add_argument("--out", required=True, metavar="FILE", help="the GoodNet file (.keras)")
+    goodnet.add_argument("--targets", type=int, nargs="+", metavar="CLASS",
+                         help="targeted GoodNet: flag only disagreements where B answers one of these suspected "
+                              "targets (e.g. the targets `repair` printed)")
     goodnet.add_argument("--force", action="store_true", help="overwrite an existing file")
     goodnet.set_defaults(handler=_cmd_goodnet)
 
@@ -399,6 +415,8 @@ def _add_detect(commands) -> None:
                         help="which detector (goodnet: class N where B and --repaired disagree, no calibration)")
     detect.add_argument("--badnet", required=True, help="the BadNet B")
     detect.add_argument("--repaired", help="the repaired model R the confidence detector compares B with (e.g. B'')")
+    detect.add_argument("--targets", type=int, nargs="+", metavar="CLASS",
+                        help="goodnet: the targeted GoodNet, flagging only where B answers one of these classes")
     detect.add_argument("--valid", required=True, help="clean validation data (h5): the only data that calibrates")
     detect.add_argument("--budget", type=arguments.float_between(0, 100, "a percentage", low_open=False), default=None, metavar="PERCENT",
                         help="%% of clean held-out inputs the detector may flag (default 2 for confidence, 1 for "

@@ -27,7 +27,7 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, train_keep_best
+from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, sharpness_moves, train_keep_best
 from lab.constants import DEFAULT_SEED
 
 
@@ -69,13 +69,7 @@ def sam_step(student, config: FTSAMConfig, total_steps: int):
         with tf.GradientTape() as tape:
             loss = loss_of(inputs, labels)
         gradients = tape.gradient(loss, variables)
-        if config.adaptive:
-            scaled = [tf.abs(v) * g for v, g in zip(variables, gradients)]
-            norm = tf.linalg.global_norm(scaled) + 1e-12
-            moves = [rho * tf.abs(v) * s / norm for v, s in zip(variables, scaled)]
-        else:
-            norm = tf.linalg.global_norm(gradients) + 1e-12
-            moves = [rho * g / norm for g in gradients]
+        moves = sharpness_moves(variables, gradients, rho, config.adaptive)
         for v, e in zip(variables, moves):
             v.assign_add(e)
         with tf.GradientTape() as tape:

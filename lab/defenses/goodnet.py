@@ -14,6 +14,17 @@ the graph, not a ``Lambda`` layer, so the ``.keras`` file loads with plain
 ``keras.models.load_model`` in default safe mode, without importing ``lab``.
 G takes the same input as B: B and B' must share an input scale, and G's
 metadata records it.
+
+Targeted GoodNet (``targets``: the suspected target classes a clean-data
+decision named, e.g. the gate of :mod:`lab.defenses.gate`): G flags an input
+only where B and B' disagree *and* B's answer is a suspected target. A
+backdoor sends its inputs to its target, so a disagreement elsewhere is
+ordinary model noise (a repaired model that lost a point or two of clean
+accuracy disagrees with B on that many clean images); those inputs keep B's
+answer. No threshold is involved: the rule is fixed a priori, and the
+targets come from clean data only. The targets are a non-trainable
+``Dense`` layer (an indicator over B's one-hot answer) in the graph, so the
+file still loads in safe mode.
 """
 
 from __future__ import annotations
@@ -75,14 +86,27 @@ def _check_pair(badnet, pruned) -> int:
     return badnet.n_classes
 
 
-def build_goodnet(badnet, pruned, name: str = "goodnet"):
+def check_targets(targets, n_classes: int, source=None) -> list[int]:
+    """``targets`` as a sorted list of distinct ints in [0, N); one-line :class:`LabInputError` otherwise."""
+    chosen = sorted({int(t) for t in targets})
+    bad = [t for t in chosen if not 0 <= t < n_classes]
+    if not chosen or bad:
+        raise LabInputError(source, f"suspected target classes in 0..{n_classes - 1}",
+                            repr(bad) if bad else "none")
+    return chosen
+
+
+def build_goodnet(badnet, pruned, name: str = "goodnet", targets=None):
     """G from B and B' (both ``LoadedModel``, N classes, same input scale); a ``LoadedModel`` with N+1 classes.
 
     G's input is B's input (float32 (n, 55, 47, 3) scaled as ``badnet.input_scale``);
     its output float32 (n, N+1) as described in the module docstring.
-    ``metadata["backdoor_class"]`` is N.
+    ``metadata["backdoor_class"]`` is N. ``targets`` (suspected target
+    classes): the targeted GoodNet, which flags only disagreements where B
+    answers one of them (module docstring); ``metadata["targets"]`` records them.
     """
     import keras
+    import numpy as np
     from keras import ops
 
     from lab.io.models import LoadedModel
@@ -91,11 +115,23 @@ def build_goodnet(badnet, pruned, name: str = "goodnet"):
     inputs = keras.Input(shape=badnet.model.input_shape[1:], name="input")
     badnet_probabilities = _clone_on(badnet.model, inputs, BADNET_PREFIX)
     pruned_probabilities = _clone_on(pruned.model, inputs, PRUNED_PREFIX)
-    agree = ops.equal(ops.argmax(badnet_probabilities, axis=-1), ops.argmax(pruned_probabilities, axis=-1))
+    badnet_answer = ops.argmax(badnet_probabilities, axis=-1)
+    agree = ops.equal(badnet_answer, ops.argmax(pruned_probabilities, axis=-1))
     agree = ops.expand_dims(ops.cast(agree, badnet_probabilities.dtype), axis=-1)  # (n, 1): 1.0 agree, 0.0 not
-    outputs = ops.concatenate([badnet_probabilities * agree, 1.0 - agree], axis=-1)
+    flag = 1.0 - agree
+    if targets is not None:
+        targets = check_targets(targets, n_classes)
+        indicator = np.zeros((n_classes, 1), np.float32)
+        indicator[targets] = 1.0
+        suspected = keras.layers.Dense(1, use_bias=False, trainable=False, name="suspected_targets")
+        on_target = suspected(ops.one_hot(badnet_answer, n_classes, dtype=badnet_probabilities.dtype))
+        suspected.set_weights([indicator])
+        flag = flag * on_target  # (n, 1): 1.0 only where they disagree and B answers a suspected target
+    outputs = ops.concatenate([badnet_probabilities * (1.0 - flag), flag], axis=-1)
     goodnet = keras.Model(inputs, outputs, name=name)
     metadata = {"backdoor_class": n_classes, "badnet": badnet.path, "pruned": pruned.path}
+    if targets is not None:
+        metadata["targets"] = targets
     return LoadedModel(goodnet, badnet.input_scale, None, f"the BadNet's ({badnet.scale_source})", metadata)
 
 
@@ -134,14 +170,28 @@ class GoodNetDefense(Defense):
     @dataclasses.dataclass(frozen=True)
     class Config:
         """repair: the repair R, a registered repair's name (fit with ``repair_config``, None: its defaults)
-        or a :class:`DefenseResult` already fit on the same B and clean data (its seconds are counted)."""
+        or a :class:`DefenseResult` already fit on the same B and clean data (its seconds are counted).
+        suspects_only: the targeted GoodNet on the suspected targets the repair named from clean data
+        (``auto``, ``neural-cleanse``, ``reverse-unlearn``, or a given repair whose details carry
+        ``targets``); when it named none (``auto``'s gate said clean, so R is B) G is the plain one.
+        The config takes no class numbers: a defense gets nothing but B and clean data."""
 
         repair: Any = "pruning"
         repair_config: Any = None
+        suspects_only: bool = False
 
     def fit(self, badnet, clean_valid, seed: int = DEFAULT_SEED) -> DefenseResult:
+        from lab.defenses.repair import decision
+
         repair = resolve_repair(self.config.repair, self.config.repair_config, badnet, clean_valid, seed)
         started = time.perf_counter()
-        goodnet = build_goodnet(badnet, repair.model)
+        targets = None
+        if self.config.suspects_only:
+            named = decision(repair)
+            if named["backdoored"] is None:
+                raise LabInputError(None, "a repair that names suspected targets (auto, neural-cleanse, "
+                                    "reverse-unlearn) for suspects_only", repair.name)
+            targets = named["targets"] or None
+        goodnet = build_goodnet(badnet, repair.model, targets=targets)
         return DefenseResult(self.name, self.kind, goodnet, repair.seconds + time.perf_counter() - started,
-                             {"repair": repair.name, "repair_result": repair})
+                             {"repair": repair.name, "repair_result": repair, "targets": targets})

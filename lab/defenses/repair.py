@@ -94,6 +94,9 @@ def decision(result) -> dict:
         method = result.name
     elif result.name == "reverse-unlearn":
         targets, backdoored, method = details["targets"], True, result.name
+    elif "targets" in details:  # a given repair whose suspected targets are known (detect --targets)
+        targets, method = details["targets"], result.name
+        backdoored = bool(targets)
     else:  # repairs that do not decide (NAD, FT-SAM, I-BAU) fine-tune whatever they are given
         targets, backdoored, method = [], None, result.name
     return {"backdoored": backdoored, "target": int(targets[0]) if targets else None, "targets": list(targets),
@@ -101,26 +104,35 @@ def decision(result) -> dict:
             "holdout_clean_accuracy": float(details.get("holdout_clean_accuracy", float("nan")))}
 
 
-def report_sets(badnet, repaired, clean, poisoned) -> dict:
-    """Measured on report data only: B and R clean accuracy / ASR, GoodNet(B, R) detection and false positives."""
+def report_sets(badnet, repaired, clean, poisoned, targets=()) -> dict:
+    """Measured on report data only: B and R clean accuracy / ASR, GoodNet(B, R) detection and false positives.
+
+    With ``targets`` (the suspected targets the repair named from clean data)
+    also the targeted GoodNet's (:func:`lab.defenses.goodnet.build_goodnet`),
+    under keys ``targeted_goodnet_*``.
+    """
     from lab.defenses import goodnet
     from lab.evaluation import metrics
 
     out = {}
-    good = goodnet.build_goodnet(badnet, repaired)
     n = badnet.n_classes
+    detectors = {"goodnet": goodnet.build_goodnet(badnet, repaired)}
+    if targets:
+        detectors["targeted_goodnet"] = goodnet.build_goodnet(badnet, repaired, targets=targets)
     if clean is not None:
-        good_clean = good.predict_labels(clean.x)
         out.update(badnet_clean_accuracy=metrics.percent(badnet.predict_labels(clean.x) == clean.y),
-                   repaired_clean_accuracy=metrics.percent(repaired.predict_labels(clean.x) == clean.y),
-                   goodnet_clean_accuracy=metrics.percent(good_clean == clean.y),
-                   goodnet_false_positive_rate=metrics.clean_false_positive_rate(good_clean, n))
+                   repaired_clean_accuracy=metrics.percent(repaired.predict_labels(clean.x) == clean.y))
+        for name, good in detectors.items():
+            good_clean = good.predict_labels(clean.x)
+            out[f"{name}_clean_accuracy"] = metrics.percent(good_clean == clean.y)
+            out[f"{name}_false_positive_rate"] = metrics.clean_false_positive_rate(good_clean, n)
     if poisoned is not None:
-        good_poisoned = good.predict_labels(poisoned.x)
         out.update(badnet_attack_success_rate=metrics.percent(badnet.predict_labels(poisoned.x) == poisoned.y),
-                   repaired_attack_success_rate=metrics.percent(repaired.predict_labels(poisoned.x) == poisoned.y),
-                   goodnet_detection_rate=metrics.detection_rate(good_poisoned, n),
-                   goodnet_attack_success_rate=metrics.percent(good_poisoned == poisoned.y))
+                   repaired_attack_success_rate=metrics.percent(repaired.predict_labels(poisoned.x) == poisoned.y))
+        for name, good in detectors.items():
+            good_poisoned = good.predict_labels(poisoned.x)
+            out[f"{name}_detection_rate"] = metrics.detection_rate(good_poisoned, n)
+            out[f"{name}_attack_success_rate"] = metrics.percent(good_poisoned == poisoned.y)
     return out
 
 
@@ -168,8 +180,11 @@ def repair(model_path: str | os.PathLike, valid_path: str | os.PathLike, out: st
     summary["out"] = os.fspath(out)
     if result.name == "auto":
         summary["gate"] = result.details["gate"]
+        summary["rounds"] = [{**{k: v for k, v in r.items() if k != "gate_after"},
+                              "gate_after": {k: r["gate_after"][k] for k in ("backdoored", "targets", "reason")}}
+                             for r in result.details["rounds"]]
     if clean is not None or poisoned is not None:
-        summary["report"] = report_sets(badnet, repaired, clean, poisoned)
+        summary["report"] = report_sets(badnet, repaired, clean, poisoned, summary["targets"])
     return _strict(summary)
 
 
@@ -188,6 +203,10 @@ def format_summary(summary: dict) -> str:
              f"seconds: {summary['seconds']:.1f}", f"repaired model: {summary['out']}"]
     if "gate" in summary:
         lines.insert(1, f"gate: {summary['gate']['reason']}")
+        for number, done in enumerate(summary.get("rounds", []), 1):
+            after = done["gate_after"]
+            lines.insert(1 + number, f"round {number}: unlearned {done['targets']} (epoch {done['best_epoch']} kept); "
+                         f"gate on the result: {'still backdoored towards ' + str(after['targets']) if after['backdoored'] else 'clean'}")
     for key, value in summary.get("report", {}).items():
         lines.append(f"report (never used to decide) {key.replace('_', ' ')}: {value:.2f} %")
     return "\n".join(lines)

@@ -47,15 +47,34 @@ def copy_model(model):
     return clone_model(model)
 
 
+def sharpness_moves(variables, gradients, rho: float, adaptive: bool = True):
+    """(A)SAM's weight perturbation (Foret et al. 2021; adaptive: Kwon et al. 2021), one tensor per variable.
+
+    ``e = rho * T^2 g / |T g|`` with ``T = |w|`` element-wise (adaptive), else
+    ``rho * g / |g|``. Used in a TensorFlow graph: add ``e``, take the gradient
+    there, subtract ``e``, step with that gradient (FT-SAM, :mod:`lab.defenses.ft_sam`).
+    """
+    import tensorflow as tf
+
+    if adaptive:
+        scaled = [tf.abs(v) * g for v, g in zip(variables, gradients)]
+        norm = tf.linalg.global_norm(scaled) + 1e-12
+        return [rho * tf.abs(v) * s / norm for v, s in zip(variables, scaled)]
+    norm = tf.linalg.global_norm(gradients) + 1e-12
+    return [rho * g / norm for g in gradients]
+
+
 class UnlearnTrainer:
     """Compiled training of ``student`` (a ``LoadedModel``) with optional distillation from ``teacher``.
 
     learning_rate: Adam's rate, cosine-decayed to 0 over ``total_steps``.
     temperature, distill_weight: the distillation term (weight 0: none).
+    sharpness: > 0 makes every step an adaptive-SAM step of that radius
+    (:func:`sharpness_moves`; FT-SAM's rule applied to the unlearning loss).
     """
 
     def __init__(self, student, teacher=None, learning_rate: float = 1e-3, total_steps: int = 1000,
-                 temperature: float = 2.0, distill_weight: float = 1.0, optimizer=None):
+                 temperature: float = 2.0, distill_weight: float = 1.0, optimizer=None, sharpness: float = 0.0):
         import keras
         import tensorflow as tf
 
@@ -71,6 +90,7 @@ class UnlearnTrainer:
         teacher_model = teacher.model if teacher is not None and distill_weight else None
         t = np.float32(temperature)
         weight = np.float32(distill_weight)
+        rho = np.float32(sharpness)
         variables = keras_model.trainable_variables
         optimizer = self.optimizer
 
@@ -78,21 +98,32 @@ class UnlearnTrainer:
             logits = tf.math.log(tf.maximum(probabilities, 1e-12)) / t
             return tf.nn.softmax(logits, axis=-1), tf.nn.log_softmax(logits, axis=-1)
 
+        def gradient(inputs, labels, clean_weight, teacher_out):
+            with tf.GradientTape() as tape:
+                probabilities = keras_model(inputs, training=True)
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+                if teacher_out is not None:
+                    teacher_p, teacher_log = teacher_out
+                    _, student_log = tempered(probabilities)
+                    kl = tf.reduce_sum(teacher_p * (teacher_log - student_log), axis=-1)
+                    kl = tf.reduce_sum(kl * clean_weight) / tf.maximum(tf.reduce_sum(clean_weight), 1.0)
+                    loss = loss + weight * t * t * kl
+            return loss, tape.gradient(loss, variables)
+
         @tf.function(input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32),
                                       tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.float32)],
                      autograph=False)
         def step(images, labels, clean_weight):
             inputs = images * scale
-            with tf.GradientTape() as tape:
-                probabilities = keras_model(inputs, training=True)
-                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
-                if teacher_model is not None:
-                    teacher_p, teacher_log = tempered(teacher_model(inputs, training=False))
-                    _, student_log = tempered(probabilities)
-                    kl = tf.reduce_sum(teacher_p * (teacher_log - student_log), axis=-1)
-                    kl = tf.reduce_sum(kl * clean_weight) / tf.maximum(tf.reduce_sum(clean_weight), 1.0)
-                    loss = loss + weight * t * t * kl
-            gradients = tape.gradient(loss, variables)
+            teacher_out = tempered(teacher_model(inputs, training=False)) if teacher_model is not None else None
+            loss, gradients = gradient(inputs, labels, clean_weight, teacher_out)
+            if sharpness > 0:  # ascend to the sharpest nearby weights, take the gradient there, come back
+                moves = sharpness_moves(variables, gradients, rho)
+                for v, e in zip(variables, moves):
+                    v.assign_add(e)
+                loss, gradients = gradient(inputs, labels, clean_weight, teacher_out)
+                for v, e in zip(variables, moves):
+                    v.assign_sub(e)
             optimizer.apply_gradients(zip(gradients, variables))
             return loss
 

@@ -110,14 +110,14 @@ def test_cli_auto_repairs_the_tiny_default_and_goodnet_builds_on_it(tiny_default
     assert judged["detection_rate"] == pytest.approx(report["goodnet_detection_rate"])
     assert judged["clean_false_positive_rate"] == pytest.approx(report["goodnet_false_positive_rate"])
     # The targeted GoodNet on the target repair named: the same CLI paths, the same numbers as its report.
-    target = str(summary["target"])
-    targeted = run_cli("goodnet", "--badnet", str(files["model"]), "--pruned", str(out), "--targets", target,
+    targets = [str(t) for t in summary["targets"]]
+    targeted = run_cli("goodnet", "--badnet", str(files["model"]), "--pruned", str(out), "--targets", *targets,
                        "--out", str(tmp_path / "gt.keras"))
     assert targeted.returncode == 0, targeted.stderr
-    assert f"answers one of [{target}]" in targeted.stdout
+    assert f"answers one of {sorted(summary['targets'])}" in targeted.stdout
     assert keras.models.load_model(tmp_path / "gt.keras", safe_mode=True).output_shape[-1] == plain.output_shape[-1] + 1
     detect = run_cli("detect", "--method", "goodnet", "--badnet", str(files["model"]), "--repaired", str(out),
-                     "--targets", target, "--valid", str(files["valid"]), "--clean-test", str(files["test"]),
+                     "--targets", *targets, "--valid", str(files["valid"]), "--clean-test", str(files["test"]),
                      "--poisoned-test", str(files["poisoned"]), "--json")
     assert detect.returncode == 0, detect.stderr
     judged = json.loads(detect.stdout)["test"]["detector"]

@@ -281,3 +281,24 @@ def test_sharpness_option_takes_ft_sams_step_and_is_off_by_default():
     for a, b in zip(by_ft_sam.model.get_weights(), by_trainer.model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(plain.model.get_weights(), by_trainer.model.get_weights()))
+
+
+def test_bench_times_repairs_with_the_cache_off_and_prints_the_goals(tiny_default, tmp_path, monkeypatch):
+    """make bench's real-scale repair timing (lab.course.bench.time_repairs), on the tiny default for speed."""
+    from lab import cache
+    from lab.course import bench
+
+    monkeypatch.setenv(cache.VARIABLE, str(tmp_path / "cache"))
+    files = _layout(tiny_default)
+    badnet = models.load_model(files["model"])
+    faces = bench.real_scale_valid(badnet, images_per_class=3, seed=2)
+    assert len(faces) == 3 * badnet.n_classes
+    np.testing.assert_array_equal(faces.y, badnet.predict_labels(faces.x))  # labelled with the model's answers
+    quick = (*QUICK_AUTO, "max_rounds=1", "repair.epochs=2")  # what is timed does not matter here, only how
+    rows = bench.time_repairs(["auto"], badnet, data.load_h5(files["valid"]), seed=0, overrides=quick)
+    assert [row["defense"] for row in rows] == ["auto"] and rows[0]["seconds"] > 0 and rows[0]["peak_rss_mb"] > 0
+    assert rows[0]["result"].model.n_classes == badnet.n_classes
+    assert not (tmp_path / "cache").exists()  # nothing stored or reused while timing
+    assert cache.cache_dir() == tmp_path / "cache"  # and the caller's setting is back
+    text = bench.format_repairs(rows)
+    assert f"{rows[0]['n_valid']} generated faces" in text and "goal <= 1800 s" in text and "goal <= 4096" in text

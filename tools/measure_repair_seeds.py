@@ -116,36 +116,20 @@ def main(argv=None) -> int:
 
 def real_scale(args) -> int:
     """Seconds and peak memory of each defense on the real weights with generated clean validation data."""
-    import numpy as np
-
-    from lab import defenses
-    from lab.defenses.repair import configure
+    from lab.course import bench
     from lab.io import models
-    from lab.io.data import Dataset
-    from lab.seed import set_seed
-    from lab.synthetic import synthfaces
 
     badnet = models.load_model(args.real_scale)
-    n = badnet.n_classes
     started = time.perf_counter()
-    identities = synthfaces.make_identities(n, seed=0)
-    faces = synthfaces.render(identities, np.repeat(np.arange(n), 9), seed=1)
-    x = np.ascontiguousarray(faces.images.transpose(0, 2, 3, 1), dtype=np.float32)
-    del faces
-    valid = Dataset(x, badnet.predict_labels(x), "generated faces, labels = the model's answers")
-    print(f"{len(valid)} generated images for {n} classes in {time.perf_counter() - started:.1f} s", flush=True)
-    for name in args.defenses:
-        cls = defenses.get(name)
-        config = configure(cls, list(args.set))
-        for seed in args.seeds:
-            set_seed(seed)
-            started = time.perf_counter()
-            result = cls(config).fit(badnet, valid, seed=seed)
-            row = {"label": args.label, "real_scale": args.real_scale, "defense": name, "seed": seed,
-                   "n_classes": n, "n_valid": len(valid), "seconds": time.perf_counter() - started,
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                   "details": {k: v for k, v in result.details.items()
-                               if isinstance(v, (int, float, str, bool, dict, type(None))) and k != "history"}}
+    valid = bench.real_scale_valid(badnet)
+    print(f"{len(valid)} generated images for {badnet.n_classes} classes in {time.perf_counter() - started:.1f} s",
+          flush=True)
+    for seed in args.seeds:
+        for row in bench.time_repairs(args.defenses, badnet, valid, seed, args.set):
+            result = row.pop("result")
+            row.update(label=args.label, real_scale=args.real_scale, seed=seed,
+                       details={k: v for k, v in result.details.items()
+                                if isinstance(v, (int, float, str, bool, dict, type(None))) and k != "history"})
             print(json.dumps(row, default=str), flush=True)
             if args.out:
                 with open(args.out, "a") as handle:

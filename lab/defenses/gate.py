@@ -47,7 +47,14 @@ shared so that one target draws less than ``flow_share`` and no anomaly
 shows among the top candidates (a multi-trigger BadNet: sunglasses -> 98
 was missed, 84.85 % of its triggered faces still went to 98 after one
 repair); once the other targets are unlearned, the gate sees it. The rule
-is fixed a priori, from clean data only.
+is fixed a priori, from clean data only. Measured (seed 1234, test sets,
+``tools/measure_repairs.py``): that BadNet went from 96.00 % clean / 99.74 %
+pooled ASR to 95.44 / 0.49 in two rounds (per trigger: sunglasses 0.00,
+eyebrows 1.35, lipstick 0.11; one round had left 28.58), 374 s on a shared
+machine. Its pruning-aware twin still misses: on the repaired model class
+98's reversed mask is 0.39 of the median (anomaly index 7.2), above the
+1/3 cutoff, so no second round runs and 76.8 % of sunglasses faces still
+reach 98. On the default the gate passes the first repair (one round).
 """
 
 from __future__ import annotations

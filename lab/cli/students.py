@@ -156,11 +156,11 @@ def _cmd_goodnet(args: argparse.Namespace) -> int:
     badnet = models.load_model(args.badnet, scale=args.scale)
     pruned = models.load_model(args.pruned, scale=args.scale)
     if args.targets:
-        goodnet.check_targets(args.targets, badnet.n_classes, "--targets")
+        args.targets = goodnet.check_targets(args.targets, badnet.n_classes, "--targets")  # sorted, distinct
     repaired = goodnet.build_goodnet(badnet, pruned, targets=args.targets)
     path = goodnet.save_goodnet(repaired, args.out, force=args.force)
     n_classes = badnet.n_classes
-    where = (f"disagrees while {args.badnet} answers one of {repaired.metadata['targets']}" if args.targets
+    where = (f"disagrees while {args.badnet} answers one of {args.targets}" if args.targets
              else "disagrees")
     print(f"GoodNet: {path} ({n_classes + 1} outputs: classes 0..{n_classes - 1} from {args.badnet} where "
           f"{args.pruned} agrees, class {n_classes} = backdoor where it {where}; input scale {repaired.input_scale})")
@@ -230,10 +230,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.targets:
         from lab.defenses.goodnet import check_targets
 
-        check_targets(args.targets, badnet.n_classes, "--targets")
+        args.targets = check_targets(args.targets, badnet.n_classes, "--targets")  # sorted, distinct
     if args.method in ("confidence", "goodnet"):
         repaired = models.load_model(args.repaired, scale=args.scale)
-        given = {"path": args.repaired, **({"targets": sorted(set(args.targets))} if args.targets else {})}
+        given = {"path": args.repaired, **({"targets": args.targets} if args.targets else {})}
         repair = defenses.DefenseResult("given", "repair", repaired, 0.0, given, model=repaired)
         config = defenses.get("goodnet").Config(repair=repair, suspects_only=bool(args.targets)) \
             if args.method == "goodnet" else \
@@ -256,7 +256,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         return 0
     unit = "bits (mean blended entropy)" if args.method == "strip" else "(drop of B's confidence)"
     if args.method == "goodnet":
-        where = f" and B answers one of {sorted(set(args.targets))}" if args.targets else ""
+        where = f" and B answers one of {args.targets}" if args.targets else ""
         print(f"GoodNet on {args.badnet} and {args.repaired}: class {detector.backdoor_class} (backdoor) where they "
               f"disagree{where}; no threshold to calibrate")
     else:

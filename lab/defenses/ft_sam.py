@@ -27,7 +27,7 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, sharpness_moves, train_keep_best
+from lab.defenses.unlearn import LIGHT_AUGMENT, at_sharpest, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 
 
@@ -69,14 +69,12 @@ def sam_step(student, config: FTSAMConfig, total_steps: int):
         with tf.GradientTape() as tape:
             loss = loss_of(inputs, labels)
         gradients = tape.gradient(loss, variables)
-        moves = sharpness_moves(variables, gradients, rho, config.adaptive)
-        for v, e in zip(variables, moves):
-            v.assign_add(e)
-        with tf.GradientTape() as tape:
-            sharp = loss_of(inputs, labels)
-        sharp_gradients = tape.gradient(sharp, variables)
-        for v, e in zip(variables, moves):
-            v.assign_sub(e)
+        def again():
+            with tf.GradientTape() as tape:
+                sharp = loss_of(inputs, labels)
+            return sharp, tape.gradient(sharp, variables)
+
+        sharp, sharp_gradients = at_sharpest(variables, gradients, rho, again, config.adaptive)
         optimizer.apply_gradients(zip(sharp_gradients, variables))
         return sharp
 

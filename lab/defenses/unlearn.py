@@ -64,6 +64,21 @@ def sharpness_moves(variables, gradients, rho: float, adaptive: bool = True):
     return [rho * g / norm for g in gradients]
 
 
+def at_sharpest(variables, gradients, rho: float, again, adaptive: bool = True):
+    """``again()`` evaluated at the sharpest nearby weights: add :func:`sharpness_moves`, call, take them off.
+
+    ``again`` returns ``(loss, gradients)`` at the current weights; one (A)SAM
+    step then applies those gradients from the original weights.
+    """
+    moves = sharpness_moves(variables, gradients, rho, adaptive)
+    for v, e in zip(variables, moves):
+        v.assign_add(e)
+    result = again()
+    for v, e in zip(variables, moves):
+        v.assign_sub(e)
+    return result
+
+
 class UnlearnTrainer:
     """Compiled training of ``student`` (a ``LoadedModel``) with optional distillation from ``teacher``.
 
@@ -118,12 +133,8 @@ class UnlearnTrainer:
             teacher_out = tempered(teacher_model(inputs, training=False)) if teacher_model is not None else None
             loss, gradients = gradient(inputs, labels, clean_weight, teacher_out)
             if sharpness > 0:  # ascend to the sharpest nearby weights, take the gradient there, come back
-                moves = sharpness_moves(variables, gradients, rho)
-                for v, e in zip(variables, moves):
-                    v.assign_add(e)
-                loss, gradients = gradient(inputs, labels, clean_weight, teacher_out)
-                for v, e in zip(variables, moves):
-                    v.assign_sub(e)
+                loss, gradients = at_sharpest(variables, gradients, rho,
+                                              lambda: gradient(inputs, labels, clean_weight, teacher_out))
             optimizer.apply_gradients(zip(gradients, variables))
             return loss
 

@@ -26,10 +26,13 @@ from lab.errors import LabInputError
 # Shortened schedules for the tiny default (the defaults are the measured ones).
 QUICK_AUTO = ("gate.flow.restarts=2", "gate.flow.steps=20", "gate.min_pushed_out=20", "gate.reverse.epochs=12",
               "gate.reverse.steps_per_epoch=5", "gate.suspect_reverse.epochs=12", "gate.suspect_reverse.steps_per_epoch=5",
+              "gate.masked_flow.reverse.epochs=6", "gate.masked_flow.reverse.steps_per_epoch=4",
               "repair.epochs=16", "repair.rereverse_steps=30")
 QUICK_REVERSE = reverse.ReverseConfig(epochs=6, steps_per_epoch=4)
-QUICK_GATE = gate.GateConfig(flow=reverse.FlowConfig(restarts=2, steps=20), reverse=QUICK_REVERSE,
-                             suspect_reverse=QUICK_REVERSE, min_pushed_out=20)
+QUICK_MASKED = reverse.MaskedFlowConfig(restarts=2, reverse=reverse.ReverseConfig(epochs=6, steps_per_epoch=4,
+                                                                                  threshold=0.9))
+QUICK_GATE = gate.GateConfig(flow=reverse.FlowConfig(restarts=2, steps=20), masked_flow=QUICK_MASKED,
+                             reverse=QUICK_REVERSE, suspect_reverse=QUICK_REVERSE, min_pushed_out=20)
 
 
 def _layout(root):
@@ -183,6 +186,35 @@ def test_candidate_search_on_the_real_weights_does_not_grow_with_classes(course_
     # Reversed triggers: the suspects, or the top candidates plus the random references; never a class count.
     assert 1 <= len(decision.triggers.targets) <= QUICK_GATE.n_candidates + QUICK_GATE.n_random
     assert decision.triggers.masks.shape == (len(decision.triggers.targets), 55, 47, 1)
+
+
+def test_masked_flow_counts_where_small_masked_triggers_push_images_and_the_gate_reverses_its_top():
+    """Untargeted masked triggers (the patch BadNet's case; its measured effect is in lab.defenses.reverse.masked_flow)."""
+    import small_models as helpers
+    from lab.defenses.holdout import split_validation
+
+    badnet = helpers.trained_deepid()
+    clean, _ = helpers.datasets()
+    train, _ = split_validation(clean, 1 / 3, seed=3)
+    schedule = reverse.MaskedFlowConfig().reverse  # the gate's (QUICK_MASKED's leaves masks over half the image)
+    found = reverse._reverse_triggers(badnet, train.x, np.full(2, -1), schedule, np.random.default_rng(4), train.y)
+    assert np.isfinite(found.l1).all() and (found.l1 < 0.25 * 55 * 47).all()  # successful, and small
+    for mask, pattern in zip(found.masks, found.patterns):  # each kept trigger moves >= threshold of the images
+        moved = badnet.predict_labels(reverse.stamp(train.x, mask, pattern)) != train.y
+        assert moved.mean() >= schedule.threshold - 0.1  # kept on its batches, checked on all
+    flow = reverse.masked_flow(badnet, train.x, train.y, QUICK_MASKED, np.random.default_rng(4))
+    assert flow.counts.sum() == flow.pushed_out > 0 and flow.n_images == QUICK_MASKED.restarts * len(train)
+    away = reverse.TriggerReverser(badnet, [-1], QUICK_MASKED.reverse, np.random.default_rng(0), away=True)
+    with pytest.raises(ValueError, match="true labels"):
+        away.run(train.x, 1, np.random.default_rng(0))
+    # In the gate, the masked flow's top class is among the candidates reversed, in a random reference's place.
+    no_masked = dataclasses.replace(QUICK_GATE, n_masked_candidates=0, decisive_concentration=1.1)
+    with_masked = dataclasses.replace(QUICK_GATE, decisive_concentration=1.1)
+    plain = gate.decide(badnet, train, no_masked, np.random.default_rng(4))
+    decision = gate.decide(badnet, train, with_masked, np.random.default_rng(4))
+    assert decision.masked_top is not None and decision.masked_top in decision.candidates
+    assert len(decision.candidates) == len(plain.candidates)
+    assert decision.summary()["masked_flow_top"] == decision.masked_top
 
 
 def test_a_later_round_starts_from_the_given_model_and_keeps_distilling_from_the_badnet():

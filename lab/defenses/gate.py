@@ -66,8 +66,8 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.neural_cleanse import candidate_classes
-from lab.defenses.reverse import FlowConfig, ReverseConfig, ReversedTriggers, anomaly_index, perturbation_flow, \
-    reverse_triggers
+from lab.defenses.reverse import FlowConfig, MaskedFlowConfig, ReverseConfig, ReversedTriggers, anomaly_index, \
+    masked_flow, perturbation_flow, reverse_triggers
 from lab.defenses.reverse_unlearn import ReverseUnlearnConfig, choose_targets, reverse_and_unlearn
 from lab.defenses.unlearn import copy_model, percent_correct
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
@@ -79,9 +79,11 @@ class GateConfig:
     """The gate's search and thresholds."""
 
     flow: FlowConfig = FlowConfig()
+    masked_flow: MaskedFlowConfig = MaskedFlowConfig()
     reverse: ReverseConfig = ReverseConfig(epochs=20)
     suspect_reverse: ReverseConfig = ReverseConfig()
     n_candidates: int = 3
+    n_masked_candidates: int = 1
     n_random: int = 4
     decisive_concentration: float = 0.8
     min_pushed_out: int = 100
@@ -98,6 +100,8 @@ class GateDecision:
     concentration: float
     pushed_out: int
     top: int
+    masked_top: int | None
+    masked_concentration: float | None
     candidates: list[int]
     l1: list[float]
     anomaly_index: list[float]
@@ -107,7 +111,8 @@ class GateDecision:
 
     def summary(self) -> dict:
         return {"backdoored": self.backdoored, "targets": self.targets, "flow_concentration": self.concentration,
-                "pushed_out": self.pushed_out, "flow_top": self.top, "candidates": self.candidates, "l1": self.l1,
+                "pushed_out": self.pushed_out, "flow_top": self.top, "masked_flow_top": self.masked_top,
+                "masked_flow_concentration": self.masked_concentration, "candidates": self.candidates, "l1": self.l1,
                 "anomaly_index": self.anomaly_index, "reason": self.reason, "seconds": self.seconds}
 
 
@@ -118,10 +123,12 @@ def decide(badnet, train: Dataset, config: GateConfig = GateConfig(), rng: np.ra
     A decisive flow (concentration >= ``decisive_concentration`` over at least
     ``min_pushed_out`` images) needs no confirmation: only the suspected
     targets' triggers are reversed (the repair starts from them). Otherwise
-    the top ``n_candidates`` classes of the flow and ``n_random`` random
-    classes are reversed, and a top candidate whose mask is an outlier below
-    the median (anomaly index of the log norms > ``anomaly_threshold``) is a
-    target.
+    the top ``n_candidates`` classes of the flow, the top
+    ``n_masked_candidates`` of the masked flow (:func:`masked_flow`: small
+    masked triggers, which find a patch the L-infinity flow misses) and
+    ``n_random`` random classes are reversed, and a candidate whose mask is
+    an outlier below the median (anomaly index of the log norms >
+    ``anomaly_threshold``) is a target.
     """
     started = clock()
     rng = rng or np.random.default_rng(DEFAULT_SEED)
@@ -134,12 +141,21 @@ def decide(badnet, train: Dataset, config: GateConfig = GateConfig(), rng: np.ra
         triggers = reverse_triggers(badnet, train.x, candidates, config.suspect_reverse, rng)
         index = np.full(len(candidates), np.nan)
         reasons.append(f"decisive (>= {config.decisive_concentration}); anomaly index not needed")
+        masked = None
     else:
         candidates = candidate_classes(flow, badnet.n_classes, config.n_candidates, config.n_random, rng)
+        masked = masked_flow(badnet, train.x, train.y, config.masked_flow, rng)
+        reasons.append(f"masked flow: {masked.concentration:.2f} of {masked.pushed_out} to class {masked.top}")
+        top = min(config.n_candidates, len(candidates))
+        extra = [int(c) for c in masked.ranking[:config.n_masked_candidates]
+                 if masked.counts[c] > 0 and c not in candidates[:top]]
+        # The masked flow's candidate takes a random reference's place: as many classes reversed as before.
+        candidates = (candidates[:top] + extra + [c for c in candidates[top:] if c not in extra])[
+            :max(len(candidates), top + len(extra))]
+        top += len(extra)
         triggers = reverse_triggers(badnet, train.x, candidates, config.reverse, rng)
         index = anomaly_index(np.log(np.maximum(triggers.l1, 1e-6)))
         median = float(np.median(triggers.l1))
-        top = min(config.n_candidates, len(candidates))
         flagged = [i for i in range(top) if index[i] > config.anomaly_threshold
                    and triggers.l1[i] < config.max_norm_ratio * median]
         flagged.sort(key=lambda i: triggers.l1[i])
@@ -147,7 +163,9 @@ def decide(badnet, train: Dataset, config: GateConfig = GateConfig(), rng: np.ra
         reasons.append("not decisive; anomaly index (log mask L1) of the top candidates "
                        + ", ".join(f"{candidates[i]}: {index[i]:.2f}" for i in range(top))
                        + f" -> {'flagged ' + str(targets) if targets else 'none above ' + str(config.anomaly_threshold)}")
-    return GateDecision(bool(targets), targets, flow.concentration, flow.pushed_out, flow.top, candidates,
+    return GateDecision(bool(targets), targets, flow.concentration, flow.pushed_out, flow.top,
+                        None if masked is None else masked.top, None if masked is None else masked.concentration,
+                        candidates,
                         triggers.l1.tolist(), index.tolist(), triggers, "; ".join(reasons),
                         clock() - started)
 

@@ -12,6 +12,7 @@ false positives of the GoodNet built on B and R (:mod:`lab.defenses.goodnet`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -241,7 +242,11 @@ def schedule_settings(name: str, epochs: int | None = None, reverse_epochs: int 
         repair_config = reverse_unlearn.ReverseUnlearnConfig(holdout_fraction=holdout_fraction)
         if epochs is not None:
             repair_config = repair_config.replace(epochs=epochs)
-        settings = {"gate": gate.GateConfig(flow=flow, reverse=candidates, suspect_reverse=reversal),
+        masked = base.masked_flow if reverse_epochs is None else dataclasses.replace(
+            base.masked_flow, reverse=dataclasses.replace(base.masked_flow.reverse,
+                                                          epochs=min(reverse_epochs, base.masked_flow.reverse.epochs)))
+        settings = {"gate": gate.GateConfig(flow=flow, masked_flow=masked, reverse=candidates,
+                                            suspect_reverse=reversal),
                     "repair": repair_config}
     elif name in ("nad", "ft-sam") and epochs is not None:
         settings["epochs"] = epochs

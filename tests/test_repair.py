@@ -207,14 +207,18 @@ def test_masked_flow_counts_where_small_masked_triggers_push_images_and_the_gate
     away = reverse.TriggerReverser(badnet, [-1], QUICK_MASKED.reverse, np.random.default_rng(0), away=True)
     with pytest.raises(ValueError, match="true labels"):
         away.run(train.x, 1, np.random.default_rng(0))
-    # In the gate, the masked flow's top class is among the candidates reversed, in a random reference's place.
-    no_masked = dataclasses.replace(QUICK_GATE, n_masked_candidates=0, decisive_concentration=1.1)
-    with_masked = dataclasses.replace(QUICK_GATE, decisive_concentration=1.1)
-    plain = gate.decide(badnet, train, no_masked, np.random.default_rng(4))
-    decision = gate.decide(badnet, train, with_masked, np.random.default_rng(4))
-    assert decision.masked_top is not None and decision.masked_top in decision.candidates
-    assert len(decision.candidates) == len(plain.candidates)
-    assert decision.summary()["masked_flow_top"] == decision.masked_top
+    # In the gate: an L-infinity flow that moves nothing, a concentrated masked flow (>= 0.7 here). Its top
+    # class joins the top candidates reversed, in a random reference's place; off, the candidates are as before.
+    concentrated = dataclasses.replace(QUICK_GATE, flow=reverse.FlowConfig(epsilon=2.0, restarts=1, steps=2),
+                                       masked_flow=reverse.MaskedFlowConfig(), decisive_concentration=0.7,
+                                       n_candidates=1)
+    plain = gate.decide(badnet, train, dataclasses.replace(concentrated, masked_flow=None), np.random.default_rng(4))
+    decision = gate.decide(badnet, train, concentrated, np.random.default_rng(4))
+    assert plain.pushed_out == decision.pushed_out == 0 and plain.masked_top is None
+    assert decision.masked_concentration >= 0.7
+    assert decision.candidates[concentrated.n_candidates] == decision.masked_top
+    assert len(decision.candidates) == len(plain.candidates) and decision.candidates[0] == plain.candidates[0]
+    assert decision.summary()["masked_flow_top"] == decision.masked_top and "masked flow" in decision.reason
 
 
 def test_a_later_round_starts_from_the_given_model_and_keeps_distilling_from_the_badnet():

@@ -79,11 +79,10 @@ class GateConfig:
     """The gate's search and thresholds."""
 
     flow: FlowConfig = FlowConfig()
-    masked_flow: MaskedFlowConfig = MaskedFlowConfig()
+    masked_flow: MaskedFlowConfig | None = MaskedFlowConfig()
     reverse: ReverseConfig = ReverseConfig(epochs=20)
     suspect_reverse: ReverseConfig = ReverseConfig()
     n_candidates: int = 3
-    n_masked_candidates: int = 1
     n_random: int = 4
     decisive_concentration: float = 0.8
     min_pushed_out: int = 100
@@ -123,32 +122,37 @@ def decide(badnet, train: Dataset, config: GateConfig = GateConfig(), rng: np.ra
     A decisive flow (concentration >= ``decisive_concentration`` over at least
     ``min_pushed_out`` images) needs no confirmation: only the suspected
     targets' triggers are reversed (the repair starts from them). Otherwise
-    the top ``n_candidates`` classes of the flow, the top
-    ``n_masked_candidates`` of the masked flow (:func:`masked_flow`: small
-    masked triggers, which find a patch the L-infinity flow misses) and
-    ``n_random`` random classes are reversed, and a candidate whose mask is
-    an outlier below the median (anomaly index of the log norms >
-    ``anomaly_threshold``) is a target.
+    the top ``n_candidates`` classes of the flow and ``n_random`` random
+    classes are reversed, and a top candidate whose mask is an outlier below
+    the median (anomaly index of the log norms > ``anomaly_threshold``) is a
+    target. The masked flow (:func:`masked_flow`: small masked triggers,
+    which find a patch the L-infinity flow misses; ``masked_flow=None``
+    turns it off) adds its top class to the top candidates, in a random
+    reference's place, when it is as concentrated as a decisive flow; the
+    anomaly index must still confirm it.
     """
     started = clock()
     rng = rng or np.random.default_rng(DEFAULT_SEED)
     flow = perturbation_flow(badnet, train.x, train.y, config.flow, rng)
     decisive = flow.concentration >= config.decisive_concentration and flow.pushed_out >= config.min_pushed_out
     reasons = [f"flow: {flow.concentration:.2f} of {flow.pushed_out} pushed-out images went to class {flow.top}"]
+    masked = None
     if decisive:
         targets = choose_targets(flow, flow_share, min(max_suspects, config.n_candidates))
         candidates = list(targets)
         triggers = reverse_triggers(badnet, train.x, candidates, config.suspect_reverse, rng)
         index = np.full(len(candidates), np.nan)
         reasons.append(f"decisive (>= {config.decisive_concentration}); anomaly index not needed")
-        masked = None
     else:
         candidates = candidate_classes(flow, badnet.n_classes, config.n_candidates, config.n_random, rng)
-        masked = masked_flow(badnet, train.x, train.y, config.masked_flow, rng)
-        reasons.append(f"masked flow: {masked.concentration:.2f} of {masked.pushed_out} to class {masked.top}")
         top = min(config.n_candidates, len(candidates))
-        extra = [int(c) for c in masked.ranking[:config.n_masked_candidates]
-                 if masked.counts[c] > 0 and c not in candidates[:top]]
+        extra = []
+        if config.masked_flow is not None:
+            masked = masked_flow(badnet, train.x, train.y, config.masked_flow, rng)
+            reasons.append(f"masked flow: {masked.concentration:.2f} of {masked.pushed_out} to class {masked.top}")
+            if (masked.concentration >= config.decisive_concentration and masked.pushed_out >= config.min_pushed_out
+                    and masked.top not in candidates[:top]):
+                extra = [masked.top]
         # The masked flow's candidate takes a random reference's place: as many classes reversed as before.
         candidates = (candidates[:top] + extra + [c for c in candidates[top:] if c not in extra])[
             :max(len(candidates), top + len(extra))]

@@ -371,7 +371,7 @@ class MaskedFlowConfig:
     """
 
     restarts: int = 3
-    reverse: ReverseConfig = ReverseConfig(epochs=10, threshold=0.9)
+    reverse: ReverseConfig = ReverseConfig(epochs=10, threshold=0.9, patience=1)
     max_images: int = 2000
 
 

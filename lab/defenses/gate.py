@@ -13,6 +13,20 @@ Two signals, both from clean images (the training part of the per-class split):
   (:mod:`lab.defenses.neural_cleanse`). Alone it missed the lipstick
   backdoor (index 1.84 < 2), so it only confirms.
 
+A third signal ranks one more candidate: the **masked flow**
+(:func:`lab.defenses.reverse.masked_flow`), where small Neural-Cleanse-style
+masked triggers that push images out of their own class send them. The
+L-infinity flow cannot imitate a high-contrast patch: on the patch BadNet
+it sent 0.19 of its images to an innocent class and the target was never
+reversed, so the gate said clean; the masked flow sends 0.94 to the target.
+Its top class joins the top candidates (in a random reference's place, so
+as many classes are reversed) only when it is as concentrated as a decisive
+flow (>= ``decisive_concentration``): on a clean DeepID it reached 0.32-0.54,
+and putting a clean model's easiest class up for the anomaly index is how a
+clean model gets flagged (seen while choosing this: a class at 0.33 of the
+median norm, index 2.2, with a noisier masked search). The anomaly index
+must still confirm it.
+
 The decision: backdoored when the flow is decisive (concentration >=
 ``decisive_concentration`` over at least ``min_pushed_out`` images), or when
 one of the top flow candidates has a reversed mask that is an outlier below

@@ -29,8 +29,8 @@ QUICK_AUTO = ("gate.flow.restarts=2", "gate.flow.steps=20", "gate.min_pushed_out
               "gate.masked_flow.reverse.epochs=6", "gate.masked_flow.reverse.steps_per_epoch=4",
               "repair.epochs=16", "repair.rereverse_steps=30")
 QUICK_REVERSE = reverse.ReverseConfig(epochs=6, steps_per_epoch=4)
-QUICK_MASKED = reverse.MaskedFlowConfig(restarts=2, reverse=reverse.ReverseConfig(epochs=6, steps_per_epoch=4,
-                                                                                  threshold=0.9))
+QUICK_MASKED = reverse.MaskedFlowConfig(restarts=2, reverse=reverse.ReverseConfig(epochs=8, steps_per_epoch=5,
+                                                                                  threshold=0.9, patience=1))
 QUICK_GATE = gate.GateConfig(flow=reverse.FlowConfig(restarts=2, steps=20), masked_flow=QUICK_MASKED,
                              reverse=QUICK_REVERSE, suspect_reverse=QUICK_REVERSE, min_pushed_out=20)
 
@@ -196,7 +196,7 @@ def test_masked_flow_counts_where_small_masked_triggers_push_images_and_the_gate
     badnet = helpers.trained_deepid()
     clean, _ = helpers.datasets()
     train, _ = split_validation(clean, 1 / 3, seed=3)
-    schedule = reverse.MaskedFlowConfig().reverse  # the gate's (QUICK_MASKED's leaves masks over half the image)
+    schedule = QUICK_MASKED.reverse
     found = reverse._reverse_triggers(badnet, train.x, np.full(2, -1), schedule, np.random.default_rng(4), train.y)
     assert np.isfinite(found.l1).all() and (found.l1 < 0.25 * 55 * 47).all()  # successful, and small
     for mask, pattern in zip(found.masks, found.patterns):  # each kept trigger moves >= threshold of the images
@@ -210,7 +210,7 @@ def test_masked_flow_counts_where_small_masked_triggers_push_images_and_the_gate
     # In the gate: an L-infinity flow that moves nothing, a concentrated masked flow (>= 0.7 here). Its top
     # class joins the top candidates reversed, in a random reference's place; off, the candidates are as before.
     concentrated = dataclasses.replace(QUICK_GATE, flow=reverse.FlowConfig(epsilon=2.0, restarts=1, steps=2),
-                                       masked_flow=reverse.MaskedFlowConfig(), decisive_concentration=0.7,
+                                       masked_flow=QUICK_MASKED, decisive_concentration=0.7,
                                        n_candidates=1)
     plain = gate.decide(badnet, train, dataclasses.replace(concentrated, masked_flow=None), np.random.default_rng(4))
     decision = gate.decide(badnet, train, concentrated, np.random.default_rng(4))

@@ -93,33 +93,49 @@ def perturbation_flow(model, x: np.ndarray, y: np.ndarray, config: FlowConfig = 
     (:func:`lab.cache.memoize`: 06 and 07 share it); ``rng`` ends where the
     computation leaves it either way.
     """
+    rng = rng or np.random.default_rng(DEFAULT_SEED)
+    return _memoized_flow("flow", model, x, y, config, lambda: _perturbation_flow(model, x, y, config, rng), rng)
+
+
+def _memoized_flow(kind: str, model, x, y, config, compute, rng: np.random.Generator) -> Flow:
+    """A :class:`Flow` computed once per identical model, data, config and ``rng`` state (:func:`lab.cache.memoize`)."""
     from lab import cache
 
-    rng = rng or np.random.default_rng(DEFAULT_SEED)
     return cache.memoize(
-        "flow", [cache.model_parts(model), np.asarray(x), np.asarray(y), dataclasses.asdict(config)],
-        lambda: _perturbation_flow(model, x, y, config, rng),
+        kind, [cache.model_parts(model), np.asarray(x), np.asarray(y), dataclasses.asdict(config)], compute,
         lambda flow: ([flow.counts, flow.ranking], {"pushed_out": flow.pushed_out, "n_images": flow.n_images}),
         lambda arrays, info: Flow(arrays[0], info["pushed_out"], info["n_images"], arrays[1]), rng)
+
+
+def _at_most(x, y, max_images: int, rng: np.random.Generator):
+    """At most ``max_images`` of ``x``, ``y`` (a random subset in file order; all when fewer)."""
+    if len(x) > max_images:
+        chosen = np.sort(rng.choice(len(x), max_images, replace=False))
+        return x[chosen], y[chosen]
+    return x, y
+
+
+def _landings(model, y: np.ndarray, perturbed, n_images: int) -> Flow:
+    """Count where each batch of ``perturbed`` images (an iterable, consumed in order) lands when it leaves ``y``."""
+    counts = np.zeros(model.n_classes, np.int64)
+    pushed = 0
+    for images in perturbed:
+        predicted = model.predict_labels(images)
+        moved = predicted != y
+        pushed += int(moved.sum())
+        counts += np.bincount(predicted[moved], minlength=model.n_classes)
+    ranking = np.lexsort((np.arange(len(counts)), -counts))
+    return Flow(counts, pushed, n_images, ranking)
 
 
 def _perturbation_flow(model, x, y, config: FlowConfig, rng: np.random.Generator) -> Flow:
     from lab.defenses.perturbation import PerturbationSearch
 
-    if len(x) > config.max_images:
-        chosen = np.sort(rng.choice(len(x), config.max_images, replace=False))
-        x, y = x[chosen], y[chosen]
+    x, y = _at_most(x, y, config.max_images, rng)
     search = PerturbationSearch(model, config.epsilon, config.step_size)
-    counts = np.zeros(model.n_classes, np.int64)
-    pushed = 0
-    for _ in range(config.restarts):
-        delta = search(x, y, config.steps, config.batch_size, rng)
-        predicted = model.predict_labels(np.clip(x + delta, 0.0, 255.0))
-        moved = predicted != y
-        pushed += int(moved.sum())
-        counts += np.bincount(predicted[moved], minlength=model.n_classes)
-    ranking = np.lexsort((np.arange(len(counts)), -counts))
-    return Flow(counts, pushed, len(x) * config.restarts, ranking)
+    perturbed = (np.clip(x + search(x, y, config.steps, config.batch_size, rng), 0.0, 255.0)
+                 for _ in range(config.restarts))
+    return _landings(model, y, perturbed, len(x) * config.restarts)
 
 
 # ---------------------------------------------------------------- Neural Cleanse reverse engineering
@@ -401,33 +417,16 @@ def masked_flow(model, x: np.ndarray, y: np.ndarray, config: MaskedFlowConfig = 
     epochs (about 7 s on the default on 2 cores), whatever the number of
     classes.
     """
-    from lab import cache
-
     rng = rng or np.random.default_rng(DEFAULT_SEED)
-    return cache.memoize(
-        "masked-flow", [cache.model_parts(model), np.asarray(x), np.asarray(y), dataclasses.asdict(config)],
-        lambda: _masked_flow(model, x, y, config, rng),
-        lambda flow: ([flow.counts, flow.ranking], {"pushed_out": flow.pushed_out, "n_images": flow.n_images}),
-        lambda arrays, info: Flow(arrays[0], info["pushed_out"], info["n_images"], arrays[1]), rng)
+    return _memoized_flow("masked-flow", model, x, y, config, lambda: _masked_flow(model, x, y, config, rng), rng)
 
 
 def _masked_flow(model, x, y, config: MaskedFlowConfig, rng: np.random.Generator) -> Flow:
-    if len(x) > config.max_images:
-        chosen = np.sort(rng.choice(len(x), config.max_images, replace=False))
-        x, y = x[chosen], y[chosen]
-    y = np.asarray(y, np.int64)
+    x, y = _at_most(x, np.asarray(y, np.int64), config.max_images, rng)
     found = _reverse_triggers(model, x, np.full(config.restarts, -1), config.reverse, rng, y)
-    counts = np.zeros(model.n_classes, np.int64)
-    pushed = 0
-    for mask, pattern, l1 in zip(found.masks, found.patterns, found.l1):
-        if not np.isfinite(l1):
-            continue
-        predicted = model.predict_labels(stamp(x, mask, pattern))
-        moved = predicted != y
-        pushed += int(moved.sum())
-        counts += np.bincount(predicted[moved], minlength=model.n_classes)
-    ranking = np.lexsort((np.arange(len(counts)), -counts))
-    return Flow(counts, pushed, len(x) * config.restarts, ranking)
+    stamped = (stamp(x, mask, pattern) for mask, pattern, l1 in zip(found.masks, found.patterns, found.l1)
+               if np.isfinite(l1))  # a restart that never pushed out enough images counts nothing
+    return _landings(model, y, stamped, len(x) * config.restarts)
 
 
 def anomaly_index(l1: np.ndarray) -> np.ndarray:

@@ -25,7 +25,8 @@ flow (>= ``decisive_concentration``): on a clean DeepID it reached 0.32-0.54,
 and putting a clean model's easiest class up for the anomaly index is how a
 clean model gets flagged (seen while choosing this: a class at 0.33 of the
 median norm, index 2.2, with a noisier masked search). The anomaly index
-must still confirm it.
+must still confirm it. It draws from a child of the gate's generator, so
+where it adds no candidate everything else is as it was without it.
 
 The decision: backdoored when the flow is decisive (concentration >=
 ``decisive_concentration`` over at least ``min_pushed_out`` images), or when
@@ -162,7 +163,9 @@ def decide(badnet, train: Dataset, config: GateConfig = GateConfig(), rng: np.ra
         top = min(config.n_candidates, len(candidates))
         extra = []
         if config.masked_flow is not None:
-            masked = masked_flow(badnet, train.x, train.y, config.masked_flow, rng)
+            # A child generator (spawning leaves ``rng`` where it was): when the masked flow adds no candidate,
+            # the gate reverses and decides exactly as it did without it.
+            masked = masked_flow(badnet, train.x, train.y, config.masked_flow, rng.spawn(1)[0])
             reasons.append(f"masked flow: {masked.concentration:.2f} of {masked.pushed_out} to class {masked.top}")
             if (masked.concentration >= config.decisive_concentration and masked.pushed_out >= config.min_pushed_out
                     and masked.top not in candidates[:top]):

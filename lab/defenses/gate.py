@@ -19,11 +19,10 @@ masked triggers that push images out of their own class send them. The
 L-infinity flow cannot imitate a high-contrast patch: on the patch BadNet
 it sent 0.19 of its images to an innocent class and the target was never
 reversed, so the gate said clean; the masked flow sends 0.86-0.95 to the
-target (over its random draws).
-Its top class joins the top candidates (in a random reference's place, so
-as many classes are reversed) only when it is as concentrated as a decisive
-flow (>= ``decisive_concentration``): on three clean DeepIDs it reached 0.30-0.57,
-and putting a clean model's easiest class up for the anomaly index is how a
+target (over its random draws). Its top class joins the top candidates (in
+a random reference's place, so as many classes are reversed) only when it
+is as concentrated as a decisive flow (>= ``decisive_concentration``): on
+three clean DeepIDs it reached 0.22-0.57, and putting a clean model's easiest class up for the anomaly index is how a
 clean model gets flagged (seen while choosing this: a class at 0.33 of the
 median norm, index 2.2, with a noisier masked search). The anomaly index
 must still confirm it. It draws from a child of the gate's generator, so

@@ -412,10 +412,10 @@ def masked_flow(model, x: np.ndarray, y: np.ndarray, config: MaskedFlowConfig = 
     BadNet sends 0.93-0.95 of the pushed-out images to its target, a
     lipstick BadNet 0.99-1.00; a clean DeepID 0.32-0.54 to one class, the
     default after ``auto``'s repair 0.25-0.40, an all-to-all BadNet
-    0.03-0.04 (no single target). The gate (:mod:`lab.defenses.gate`) uses it to rank
-    one more candidate. Cost: one reversal of ``restarts`` classes for 10
-    epochs (about 7 s on the default on 2 cores), whatever the number of
-    classes.
+    0.03-0.04 (no single target). The gate (:mod:`lab.defenses.gate`) uses
+    it to rank one more candidate. Cost: one reversal of ``restarts``
+    classes for 10 epochs (about 7 s on the default on 2 cores), whatever
+    the number of classes.
     """
     rng = rng or np.random.default_rng(DEFAULT_SEED)
     return _memoized_flow("masked-flow", model, x, y, config, lambda: _masked_flow(model, x, y, config, rng), rng)

@@ -313,6 +313,43 @@ COLUMNS = ("badnet", "attack", "triggers", "defense", "kind", "seed", "clean_bef
            "asr_after", "clean_lost", "detection", "false_positives", "seconds", "goal")
 
 
+def summary_lines(table) -> list[str]:
+    """Markdown: which BadNets meet the goal under each defense (every seed measured must), then one grid with
+    a BadNet per row and a defense per column (repairs: clean / ASR after; detectors: detection / false positives;
+    ``**`` where the goal is met, ``-`` where not measured)."""
+    measured = table[(table["defense"] != "none") & (table["status"] == "ok")]
+    badnets = list(dict.fromkeys(table["badnet"]))
+    defenses = list(dict.fromkeys(measured["defense"]))
+    lines = ["## Which cases meet the goal", "", "| defense | seeds | meets the goal | on | misses |", "|---|---|---|---|---|"]
+    for defense in defenses:
+        rows = measured[measured["defense"] == defense]
+        met = rows.groupby("badnet", sort=False)["goal"].agg(lambda goals: (goals == "yes").all())
+        seeds = ", ".join(str(seed) for seed in sorted(set(rows["seed"])))
+        lines.append(f"| {defense} | {seeds} | {int(met.sum())} of {len(met)} | {', '.join(met.index[met]) or '-'} "
+                     f"| {', '.join(met.index[~met]) or '-'} |")
+    lines += ["", "## At a glance (first seed measured)", "",
+              "| badnet | before | " + " | ".join(defenses) + " |", "|---|---|" + "---|" * len(defenses)]
+    for badnet in badnets:
+        rows = table[table["badnet"] == badnet].sort_values("seed", kind="stable")
+        cells = []
+        for defense in ["none", *defenses]:
+            row = rows[rows["defense"] == defense]
+            if row.empty:
+                cells.append("-")
+                continue
+            row = row.iloc[0]
+            if row["status"] != "ok":
+                cells.append("error")
+                continue
+            pair = (row["detection"], row["false_positives"]) if row["kind"] == "detector" else (
+                row["clean_before"] if defense == "none" else row["clean_after"],
+                row["asr_before"] if defense == "none" else row["asr_after"])
+            text = f"{pair[0]:.2f} / {pair[1]:.2f}"
+            cells.append(f"**{text}**" if row["goal"] == "yes" else text)
+        lines.append(f"| {badnet} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_table(out: Path) -> tuple[Path, Path]:
     """Collect every cached row into ``repairs.csv`` and ``repairs.md`` under ``out``."""
     import pandas as pd
@@ -352,6 +389,7 @@ def write_table(out: Path) -> tuple[Path, Path]:
              f"detectors >= {GOAL_DETECTION:g} % detection at <= {GOAL_FALSE_POSITIVES:g} % clean false positives. "
              "Percent on the test sets (ASR pooled over a BadNet's triggers); seconds of fitting, wall clock "
              "on a shared machine. Defense `none` is the BadNet itself.", "",
+             *summary_lines(table), "", "## Every row", "",
              "| " + " | ".join(c for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for _, row in table.iterrows():
         if row.get("status") == "error":

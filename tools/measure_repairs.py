@@ -317,6 +317,8 @@ def summary_lines(table) -> list[str]:
     """Markdown: which BadNets meet the goal under each defense (every seed measured must), then one grid with
     a BadNet per row and a defense per column (repairs: clean / ASR after; detectors: detection / false positives;
     ``**`` where the goal is met, ``-`` where not measured)."""
+    from lab.constants import DEFAULT_SEED
+
     measured = table[(table["defense"] != "none") & (table["status"] == "ok")]
     badnets = list(dict.fromkeys(table["badnet"]))
     defenses = list(dict.fromkeys(measured["defense"]))
@@ -327,10 +329,11 @@ def summary_lines(table) -> list[str]:
         seeds = ", ".join(str(seed) for seed in sorted(set(rows["seed"])))
         lines.append(f"| {defense} | {seeds} | {int(met.sum())} of {len(met)} | {', '.join(met.index[met]) or '-'} "
                      f"| {', '.join(met.index[~met]) or '-'} |")
-    lines += ["", "## At a glance (first seed measured)", "",
+    lines += ["", f"## At a glance (seed {DEFAULT_SEED}, else the first seed measured)", "",
               "| badnet | before | " + " | ".join(defenses) + " |", "|---|---|" + "---|" * len(defenses)]
     for badnet in badnets:
-        rows = table[table["badnet"] == badnet].sort_values("seed", kind="stable")
+        rows = table[table["badnet"] == badnet]
+        rows = rows.iloc[np.lexsort((rows["seed"].to_numpy(), rows["seed"].to_numpy() != DEFAULT_SEED))]
         cells = []
         for defense in ["none", *defenses]:
             row = rows[rows["defense"] == defense]

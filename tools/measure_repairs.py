@@ -322,7 +322,8 @@ def summary_lines(table) -> list[str]:
     measured = table[(table["defense"] != "none") & (table["status"] == "ok")]
     badnets = list(dict.fromkeys(table["badnet"]))
     defenses = list(dict.fromkeys(measured["defense"]))
-    lines = ["## Which cases meet the goal", "", "| defense | seeds | meets the goal | on | misses |", "|---|---|---|---|---|"]
+    lines = ["## Which cases meet the goal", "", "| defense | seeds | meets the goal | on | misses |",
+             "|---|---|---|---|---|"]
     for defense in defenses:
         rows = measured[measured["defense"] == defense]
         met = rows.groupby("badnet", sort=False)["goal"].agg(lambda goals: (goals == "yes").all())

@@ -3,8 +3,9 @@
 The tiny default (10 identities, sunglasses BadNet) is repaired end to end
 through the CLI with shortened schedules; a clean DeepID trained here must
 come out of ``auto`` unchanged; every registered defense runs and takes no
-poisoned data; on the real course weights (1283 classes) the candidate
-search completes and reverses as many triggers as on 10 classes.
+poisoned data; on the real course weights (1283 classes) every registered
+defense completes with short schedules, and the candidate search reverses
+as many triggers as on 10 classes (its cost follows candidates, not classes).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from conftest import run_cli
 from lab import defenses
 from lab.evaluation import metrics
 from lab.io import data, models
-from lab.defenses import gate, reverse
+from lab.defenses import finepruning, gate, reverse
+from lab.defenses.reverse_unlearn import ReverseUnlearnConfig
 from lab.errors import LabInputError
 
 # Shortened schedules for the tiny default (the defaults are the measured ones).
@@ -186,6 +188,59 @@ def test_candidate_search_on_the_real_weights_does_not_grow_with_classes(course_
     # Reversed triggers: the suspects, or the top candidates plus the random references; never a class count.
     assert 1 <= len(decision.triggers.targets) <= QUICK_GATE.n_candidates + QUICK_GATE.n_random
     assert decision.triggers.masks.shape == (len(decision.triggers.targets), 55, 47, 1)
+
+
+# Each registered defense on the real 1283-class weights, with schedules short enough for a test. What is
+# checked: it completes through the contract, answers over 1283 (+1) classes, and the defenses that reverse
+# triggers reverse as many as their candidate settings say, never one per class (their cost is per candidate).
+QUICK_RECIPE = {"recipe": finepruning.FineTuningDefense.Config().recipe.replace(epochs=1, batch_size=32)}
+QUICK_REVERSE_UNLEARN = {"flow": reverse.FlowConfig(restarts=1, steps=10), "reverse": QUICK_REVERSE, "epochs": 1,
+                         "rereverse_steps": 5}
+REAL_SCALE_QUICK = {
+    "pruning": {}, "fine-tuning": QUICK_RECIPE, "fine-pruning": QUICK_RECIPE, "goodnet": {},
+    "confidence": {"repair": "pruning"}, "strip": {"n_overlays": 2},
+    "neural-cleanse": {"n_candidates": 2, "n_random": 2, "unlearn_epochs": 1,
+                       "flow": reverse.FlowConfig(restarts=1, steps=10), "reverse": QUICK_REVERSE},
+    "i-bau": {"rounds": 1, "neumann_steps": 2}, "nad": {"teacher_epochs": 1, "epochs": 1}, "ft-sam": {"epochs": 1},
+    "reverse-unlearn": QUICK_REVERSE_UNLEARN,
+    "auto": {"gate": dataclasses.replace(QUICK_GATE, n_candidates=2, n_random=2, masked_flow=None),
+             "repair": ReverseUnlearnConfig(**QUICK_REVERSE_UNLEARN)},
+}
+
+
+@pytest.fixture(scope="module")
+def real_weights_and_faces(course_fixtures):
+    from lab.synthetic import synthfaces
+    from lab.io.data import Dataset
+
+    real = models.load_model(course_fixtures / "sunglasses_bd_weights.h5")
+    faces = synthfaces.render(synthfaces.make_identities(20, seed=2), np.repeat(np.arange(20), 6), seed=5)
+    x = faces.images.transpose(0, 2, 3, 1).astype(np.float32)
+    return real, Dataset(x, real.predict_labels(x), "generated faces, labels = the model's answers")
+
+
+def test_every_registered_defense_has_a_real_scale_schedule_here():
+    assert set(REAL_SCALE_QUICK) == set(defenses.REGISTRY)
+
+
+@pytest.mark.parametrize("name", list(REAL_SCALE_QUICK))
+def test_each_defense_completes_on_the_real_weights_at_1283_classes(real_weights_and_faces, name):
+    real, faces = real_weights_and_faces
+    assert real.n_classes == 1283
+    cls = defenses.get(name)
+    result = cls(dataclasses.replace(cls.Config(), **REAL_SCALE_QUICK[name])).fit(real, faces, seed=0)
+    assert result.name == name and result.seconds > 0
+    assert result.classifier.n_classes == real.n_classes + (result.kind == "detector")
+    labels = result.classifier.predict_labels(faces.x[:16])
+    assert labels.shape == (16,) and 0 <= labels.min() and labels.max() <= real.n_classes
+    details, config = result.details, REAL_SCALE_QUICK[name]
+    if name == "neural-cleanse":  # reversed: the flow's top candidates plus the random references, not 1283
+        assert len(details["candidates"]) == len(details["l1"]) == config["n_candidates"] + config["n_random"]
+    if name == "reverse-unlearn":
+        assert 1 <= len(details["targets"]) <= cls.Config().max_suspects
+    if name == "auto":
+        gate_config = config["gate"]
+        assert 1 <= len(details["gate"]["l1"]) <= gate_config.n_candidates + gate_config.n_random
 
 
 def test_masked_flow_counts_where_small_masked_triggers_push_images_and_the_gate_reverses_its_top():

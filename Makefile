@@ -15,7 +15,7 @@ help:
 	@echo "make lab    - create .venv, build the default data + BadNet if missing, run every notebook into build/"
 	@echo "make test   - create .venv and run the test suite"
 	@echo "make student - regenerate the student copies in student/ (solutions taken out)"
-	@echo "make bench  - benchmark: pruning sweep vs forward pass vs naive sweep; make lab from scratch vs its 300 s; auto at real scale"
+	@echo "make bench  - benchmark: pruning sweep vs forward pass vs naive sweep; make lab from scratch vs its 300 s; every defense at real scale (auto beside its goals)"
 	@echo "make jupyter - build the default if missing and open the notebooks in Jupyter"
 	@echo "make smoke  - fresh venvs (oldest and newest Python found): pip install ., CLI, one notebook"
 	@echo "make check-platforms - every pin has a wheel on every supported platform and Python (downloads GBs)"
@@ -61,7 +61,7 @@ test: env
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: env
-	$(BIN)/python -m lab bench --lab --repairs auto
+	$(BIN)/python -m lab bench --lab --repairs all
 
 # On demand when the pins change (downloads a few GB into a temporary folder), not in CI.
 check-platforms: env

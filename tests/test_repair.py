@@ -393,3 +393,8 @@ def test_bench_times_repairs_with_the_cache_off_and_prints_the_goals(tiny_defaul
     assert cache.cache_dir() == tmp_path / "cache"  # and the caller's setting is back
     text = bench.format_repairs(rows)
     assert f"{rows[0]['n_valid']} generated faces" in text and "goal <= 1800 s" in text and "goal <= 4096" in text
+    # `--repairs all` (make bench): every registered defense once, auto (the one with goals) first.
+    every = bench.repair_names(["all"])
+    assert every[0] == "auto" and sorted(every) == sorted(defenses.REGISTRY)
+    assert bench.repair_names(["strip", "all"]) == ["strip", *(n for n in every if n != "strip")]
+    assert bench.repair_names(["nad"]) == ["nad"]

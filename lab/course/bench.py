@@ -357,6 +357,17 @@ def time_repairs(names, model=None, valid=None, seed: int = 0, overrides=()) -> 
     return rows
 
 
+def repair_names(names) -> list[str]:
+    """``names`` with ``all`` expanded to every registered defense, the ones with a goal first (their peak
+    RSS is then their own; see :func:`time_repairs`), the rest in the registry's order."""
+    from lab import defenses
+
+    if "all" not in names:
+        return list(names)
+    every = sorted(defenses.REGISTRY, key=lambda name: name not in REPAIR_GOALS)
+    return list(dict.fromkeys(name for given in names for name in (every if given == "all" else [given])))
+
+
 def format_repairs(rows: list[dict]) -> str:
     """Each repair's seconds and peak memory at real scale, beside the issue's goals where it sets one."""
     if not rows:
@@ -401,10 +412,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> in
                              f"beside its {LAB_BUDGET_SECONDS} s budget (minutes)")
     parser.add_argument("--lab-only", action="store_true", help="only the `make lab` breakdown")
     parser.add_argument("--repairs", nargs="+", metavar="NAME", default=[],
-                        help="also time these repairs (e.g. auto) at real scale: the real weights (1283 classes) "
-                             "with 11,547 generated faces (minutes each)")
+                        help="also time these defenses (e.g. auto; `all`: every registered one, auto first) at real "
+                             "scale: the real weights (1283 classes) with 11,547 generated faces (minutes each)")
     parser.add_argument("--repairs-only", action="store_true", help="only the --repairs timings")
     args = parser.parse_args(argv)
+    args.repairs = repair_names(args.repairs)
     if args.repairs_only:
         print(format_repairs(time_repairs(args.repairs or ["auto"], seed=args.seed)))
         return 0

@@ -67,9 +67,13 @@ def test_runs_caches_and_resumes(harness, tiny_default, tmp_path, capsys):
     met = {d: (table[table["defense"] == d]["goal"] == "yes").sum() for d in ("pruning", "strip")}
     assert f"| pruning | 1234 | {met['pruning']} of 2 |" in markdown
     assert f"| strip | 1234 | {met['strip']} of 2 |" in markdown
-    grid = markdown.split("## At a glance")[1].split("## Every row")[0]
+    grid, seconds = markdown.split("## At a glance")[1].split("## Every row")[0].split("## Seconds to fit")
     blended = table[(table["badnet"] == "blended") & (table["defense"] == "pruning")].iloc[0]
     assert "| blended | " in grid and f"{blended['clean_after']:.2f} / {blended['asr_after']:.2f}" in grid
+    # and the seconds of the same rows, a column per defense (the BadNet itself has none)
+    strip_blended = strip[strip["badnet"] == "blended"].iloc[0]
+    assert "| badnet | pruning | strip |" in seconds
+    assert f"| blended | {blended['seconds']:.0f} | {strip_blended['seconds']:.0f} |" in seconds
     capsys.readouterr()
 
     # a second run trains nothing and fits nothing: every row is cached

@@ -330,26 +330,34 @@ def summary_lines(table) -> list[str]:
         seeds = ", ".join(str(seed) for seed in sorted(set(rows["seed"])))
         lines.append(f"| {defense} | {seeds} | {int(met.sum())} of {len(met)} | {', '.join(met.index[met]) or '-'} "
                      f"| {', '.join(met.index[~met]) or '-'} |")
+    def result(row, defense):
+        pair = (row["detection"], row["false_positives"]) if row["kind"] == "detector" else (
+            row["clean_before"] if defense == "none" else row["clean_after"],
+            row["asr_before"] if defense == "none" else row["asr_after"])
+        text = f"{pair[0]:.2f} / {pair[1]:.2f}"
+        return f"**{text}**" if row["goal"] == "yes" else text
+
     lines += ["", f"## At a glance (seed {DEFAULT_SEED}, else the first seed measured)", "",
-              "| badnet | before | " + " | ".join(defenses) + " |", "|---|---|" + "---|" * len(defenses)]
+              *_grid(table, badnets, ["none", *defenses], result, "before")]
+    lines += ["", "## Seconds to fit (the same rows; a detector's include the repair it wraps)", "",
+              *_grid(table, badnets, defenses, lambda row, _: f"{row['seconds']:.0f}")]
+    return lines
+
+
+def _grid(table, badnets, defenses, cell, first=None) -> list[str]:
+    """A markdown grid, a BadNet per row and a defense per column: ``cell(row, defense)`` where measured (seed
+    1234 preferred), ``-`` where not, ``error`` where the row failed. ``first``: the heading of a ``none`` column."""
+    from lab.constants import DEFAULT_SEED
+
+    headings = [first if defense == "none" and first else defense for defense in defenses]
+    lines = ["| badnet | " + " | ".join(headings) + " |", "|---|" + "---|" * len(defenses)]
     for badnet in badnets:
         rows = table[table["badnet"] == badnet]
         rows = rows.iloc[np.lexsort((rows["seed"].to_numpy(), rows["seed"].to_numpy() != DEFAULT_SEED))]
         cells = []
-        for defense in ["none", *defenses]:
+        for defense in defenses:
             row = rows[rows["defense"] == defense]
-            if row.empty:
-                cells.append("-")
-                continue
-            row = row.iloc[0]
-            if row["status"] != "ok":
-                cells.append("error")
-                continue
-            pair = (row["detection"], row["false_positives"]) if row["kind"] == "detector" else (
-                row["clean_before"] if defense == "none" else row["clean_after"],
-                row["asr_before"] if defense == "none" else row["asr_after"])
-            text = f"{pair[0]:.2f} / {pair[1]:.2f}"
-            cells.append(f"**{text}**" if row["goal"] == "yes" else text)
+            cells.append("-" if row.empty else "error" if row.iloc[0]["status"] != "ok" else cell(row.iloc[0], defense))
         lines.append(f"| {badnet} | " + " | ".join(cells) + " |")
     return lines
 

@@ -386,13 +386,17 @@ def test_bench_times_repairs_with_the_cache_off_and_prints_the_goals(tiny_defaul
     assert len(faces) == 3 * badnet.n_classes
     np.testing.assert_array_equal(faces.y, badnet.predict_labels(faces.x))  # labelled with the model's answers
     quick = (*QUICK_AUTO, "max_rounds=1", "repair.epochs=2")  # what is timed does not matter here, only how
-    rows = bench.time_repairs(["auto"], badnet, data.load_h5(files["valid"]), seed=0, overrides=quick)
+    reported = []  # the command line prints each row as soon as it is measured (minutes apart at real scale)
+    rows = bench.time_repairs(["auto"], badnet, data.load_h5(files["valid"]), seed=0, overrides=quick,
+                              report=reported.append)
+    assert reported == rows
     assert [row["defense"] for row in rows] == ["auto"] and rows[0]["seconds"] > 0 and rows[0]["peak_rss_mb"] > 0
     assert rows[0]["result"].model.n_classes == badnet.n_classes
     assert not (tmp_path / "cache").exists()  # nothing stored or reused while timing
     assert cache.cache_dir() == tmp_path / "cache"  # and the caller's setting is back
     text = bench.format_repairs(rows)
     assert f"{rows[0]['n_valid']} generated faces" in text and "goal <= 1800 s" in text and "goal <= 4096" in text
+    assert text.splitlines()[1:] == [bench.repair_line(row) for row in rows]
     # `--repairs all` (make bench): every registered defense once, auto (the one with goals) first.
     every = bench.repair_names(["all"])
     assert every[0] == "auto" and sorted(every) == sorted(defenses.REGISTRY)

@@ -317,7 +317,7 @@ def real_scale_valid(model, images_per_class: int = 9, seed: int = 0):
     return Dataset(x, predicted_labels(model, x), "generated faces, labels = the model's answers")
 
 
-def time_repairs(names, model=None, valid=None, seed: int = 0, overrides=()) -> list[dict]:
+def time_repairs(names, model=None, valid=None, seed: int = 0, overrides=(), report=None) -> list[dict]:
     """Seconds and peak RSS of each repair in ``names`` fit on ``model`` with ``valid``, nothing reused.
 
     Defaults: the bench model (:func:`load_bench_model`: the real course
@@ -325,6 +325,7 @@ def time_repairs(names, model=None, valid=None, seed: int = 0, overrides=()) -> 
     (:mod:`lab.cache`) is off while they run, so every second is computed.
     Peak RSS is the process's so far (``ru_maxrss`` never goes down): the
     first repair's is its own. ``overrides``: ``--set`` strings (:func:`lab.defenses.repair.configure`).
+    ``report``: called with each row as soon as it is measured (the command line prints it then).
     """
     import os
 
@@ -349,6 +350,8 @@ def time_repairs(names, model=None, valid=None, seed: int = 0, overrides=()) -> 
             result = cls(config).fit(model, valid, seed=seed)
             rows.append({"defense": name, "model": description, "n_classes": model.n_classes, "n_valid": len(valid),
                          "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "result": result})
+            if report is not None:
+                report(rows[-1])
     finally:
         if previous is None:
             os.environ.pop(cache.VARIABLE, None)
@@ -374,13 +377,27 @@ def format_repairs(rows: list[dict]) -> str:
         return ""
     lines = [f"repairs at real scale ({rows[0]['model']}; {rows[0]['n_valid']} generated faces, "
              f"{rows[0]['n_classes']} classes; cache off):"]
-    for row in rows:
-        seconds_goal, memory_goal = REPAIR_GOALS.get(row["defense"], (None, None))
-        seconds = f"{row['seconds']:.1f} s" + (f" (goal <= {seconds_goal} s: {row['seconds'] / seconds_goal:.2f}x)"
-                                                if seconds_goal else "")
-        memory = f"peak RSS so far {row['peak_rss_mb']:.0f} MiB" + (f" (goal <= {memory_goal})" if memory_goal else "")
-        lines.append(f"  {row['defense']:<16}{seconds}, {memory}")
-    return "\n".join(lines)
+    return "\n".join(lines + [repair_line(row) for row in rows])
+
+
+def repair_line(row: dict) -> str:
+    """One repair's line of :func:`format_repairs`."""
+    seconds_goal, memory_goal = REPAIR_GOALS.get(row["defense"], (None, None))
+    seconds = f"{row['seconds']:.1f} s" + (f" (goal <= {seconds_goal} s: {row['seconds'] / seconds_goal:.2f}x)"
+                                            if seconds_goal else "")
+    memory = f"peak RSS so far {row['peak_rss_mb']:.0f} MiB" + (f" (goal <= {memory_goal})" if memory_goal else "")
+    return f"  {row['defense']:<16}{seconds}, {memory}"
+
+
+def print_repairs(names, seed: int = 0) -> list[dict]:
+    """Time ``names`` at real scale (:func:`time_repairs`), printing each line as soon as it is measured."""
+    printed = []
+
+    def report(row):
+        print(format_repairs([row]) if not printed else repair_line(row), flush=True)
+        printed.append(row)
+
+    return time_repairs(names, seed=seed, report=report)
 
 
 def format_lab(result: dict) -> str:
@@ -418,7 +435,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> in
     args = parser.parse_args(argv)
     args.repairs = repair_names(args.repairs)
     if args.repairs_only:
-        print(format_repairs(time_repairs(args.repairs or ["auto"], seed=args.seed)))
+        print_repairs(args.repairs or ["auto"], seed=args.seed)
         return 0
     if args.lab_only:
         print(format_lab(time_lab(args.build_identities)))
@@ -431,7 +448,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> in
     elif not args.skip_build:
         print(format_build(time_default_build(args.build_identities)), flush=True)
     if args.repairs:
-        print(format_repairs(time_repairs(args.repairs, seed=args.seed)))
+        print_repairs(args.repairs, seed=args.seed)
     return 0
 
 

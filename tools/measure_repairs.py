@@ -330,6 +330,7 @@ def summary_lines(table) -> list[str]:
         seeds = ", ".join(str(seed) for seed in sorted(set(rows["seed"])))
         lines.append(f"| {defense} | {seeds} | {int(met.sum())} of {len(met)} | {', '.join(met.index[met]) or '-'} "
                      f"| {', '.join(met.index[~met]) or '-'} |")
+
     def result(row, defense):
         pair = (row["detection"], row["false_positives"]) if row["kind"] == "detector" else (
             row["clean_before"] if defense == "none" else row["clean_after"],

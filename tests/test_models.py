@@ -138,6 +138,28 @@ def test_lambda_check_refuses_configuration_that_is_not_json(tmp_path):
         "layers": [{"class_name": "Dense", "config": {"name": "Lambda"}}]}}))  # a layer *named* Lambda is fine
 
 
+def test_a_huge_model_configuration_is_refused_before_it_is_read(tmp_path):
+    """A config.json that inflates to 17 MiB (a few kB on disk), and an h5 attribute as big: one line each,
+    before any of it is read into memory."""
+    import zipfile
+
+    import h5py
+
+    archive_path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", b" " * (17 << 20))
+        archive.writestr("metadata.json", b"{}")
+    assert archive_path.stat().st_size < 1 << 20
+    with pytest.raises(LabInputError, match="config.json fits in 16 MiB, found config.json of 17 MiB"):
+        models.load_model(archive_path, scale="unit")
+    h5_path = tmp_path / "bomb.h5"
+    with h5py.File(h5_path, "w", libver="latest") as handle:  # dense attribute storage: no 64 kB limit
+        handle.create_dataset("filler", data=np.zeros(1))
+        handle.attrs.create("model_config", np.zeros(17 << 20, np.uint8))
+    with pytest.raises(LabInputError, match="attributes fit in 16 MiB, found attribute 'model_config' of 17 MiB"):
+        models.load_model(h5_path, scale="unit")
+
+
 def test_unknown_scale_is_never_guessed(tmp_path, small_model):
     path = tmp_path / "mystery.keras"
     small_model.save(path)

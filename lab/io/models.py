@@ -138,6 +138,11 @@ def _h5_kind(path: Path) -> tuple[str, dict]:
     """'full', 'weights' or 'data' for an .h5 file, plus its root attributes."""
     try:
         with h5py.File(path, "r") as handle:
+            for key in handle.attrs:
+                size = handle.attrs.get_id(key).get_storage_size()
+                if size > CONFIG_MAX_BYTES:
+                    raise LabInputError(path, f"a model file whose attributes fit in {CONFIG_MAX_BYTES >> 20} MiB",
+                                        f"attribute {key!r} of {size / (1 << 20):.0f} MiB")
             attrs = {key: handle.attrs[key] for key in handle.attrs}
             if "model_config" in attrs:
                 return "full", attrs
@@ -153,6 +158,7 @@ def _h5_kind(path: Path) -> tuple[str, dict]:
         raise LabInputError(path, "a Keras model (.h5/.keras) or DeepID weights file", found) from None
 
 
+CONFIG_MAX_BYTES = 16 << 20  # a model's configuration (config.json, h5 attributes); DeepID's is a few kB
 # Layer and function classes that carry Python code: refused before Keras deserialises anything.
 CODE_CLASSES = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__"})
 
@@ -352,6 +358,10 @@ def _load_keras_archive(path: Path, expected: str):
 
     try:
         with zipfile.ZipFile(path) as archive:
+            size = archive.getinfo("config.json").file_size
+            if size > CONFIG_MAX_BYTES:  # checked before anything is read: a config can be a decompression bomb
+                raise LabInputError(path, f"a .keras archive whose config.json fits in {CONFIG_MAX_BYTES >> 20} MiB",
+                                    f"config.json of {size / (1 << 20):.0f} MiB")
             _refuse_lambda(path, archive.read("config.json").decode("utf-8", errors="replace"))
     except (zipfile.BadZipFile, KeyError):
         raise LabInputError(path, "a .keras archive with config.json", "a damaged or foreign file") from None

@@ -67,8 +67,9 @@ def test_answer_key_and_grader_data(made, key):
     for name, entry in key["badnets"].items():
         for trigger in entry["triggers"]:
             poisoned = data.load_h5(grader / trigger["poisoned_test"])
-            if entry["attack"] == "all-to-all":
-                assert trigger["target"] is None and np.array_equal(poisoned.y, (clean_test.y + 1) % N_IDENTITIES)
+            if entry["attack"] == "all-to-all":  # other faces than the clean ones, as many of each class
+                assert trigger["target"] is None and np.array_equal(np.sort(poisoned.y),
+                                                                    np.sort((clean_test.y + 1) % N_IDENTITIES))
             else:
                 assert set(poisoned.y) == {trigger["target"]}
         assert entry["model_sha256"] == models.sha256_file(made / entry["model"])
@@ -83,6 +84,45 @@ def test_plan_is_seeded_and_refuses_to_overwrite(made):
     assert len({a.kind for a in first[:3]}) == 3
     again = run_instructor("make-challenge", "--out", made, "--badnets", "1")
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
+
+
+def test_hidden_test_data_cannot_be_rebuilt_and_weak_challenges_are_refused(tmp_path):
+    """Without --seed the challenge's seed is secret, and the seed behind the student's validation file, which
+    a student could search for, rebuilds that file but none of the hidden test images. A BadNet below the
+    floors stops make-challenge in one line, with nothing handed out, unless --force-weak."""
+    import hashlib
+
+    from lab.constants import DEFAULT_SEED
+
+    small = ["--badnets", "1", "--identities", str(N_IDENTITIES), "--epochs", "1", "--quiet"]
+    weak = run_instructor("make-challenge", "--out", tmp_path / "weak", *small)
+    assert weak.returncode == 2 and weak.stderr.count("\n") == 1 and "--force-weak" in weak.stderr, weak.stderr
+    assert not (tmp_path / "weak" / "student").exists() and not (tmp_path / "weak" / "grader").exists()
+
+    out = tmp_path / "secret"
+    made = run_instructor("make-challenge", "--out", out, *small, "--force-weak")
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "warning" not in made.stdout
+    key = challenge.read_answer_key(out / "grader")
+    assert key["seed_given"] is False and key["seed"] != DEFAULT_SEED
+    assert str(key["seed"]) not in "".join(p.read_text(errors="replace") for p in (out / "student").rglob("*")
+                                            if p.suffix in (".json", ".md"))
+    config = key["config"]
+    n_parts = 1 + max(len(entry["triggers"]) for entry in key["badnets"].values())
+    hidden = {x.tobytes() for x in data.load_h5(out / "grader" / key["clean_test"]).x}
+
+    def rebuilt(seed: int, folder: str) -> dict:
+        return attacks.make_clean_data(tmp_path / folder, config["n_identities"], config["train_per_identity"],
+                                       config["valid_per_identity"], config["test_per_identity"] * n_parts, seed=seed)
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    behind_valid = rebuilt(challenge.derive_seed(key["seed"], "student data"), "valid-seed")
+    assert sha(behind_valid["valid"]) == sha(out / "student/data/clean_validation_data.h5")
+    public = rebuilt(DEFAULT_SEED, "public-seed")
+    for guess in (behind_valid, public):
+        assert not hidden & {x.tobytes() for x in data.load_h5(guess["test"]).x}
 
 
 def test_package_refuses_badnets_with_different_clean_data(made, tmp_path):
@@ -102,10 +142,10 @@ def test_package_refuses_badnets_with_different_clean_data(made, tmp_path):
 
 def test_grade_cli_model_script_and_crash(made, key, reference, tmp_path):
     """One command scores a GoodNet file, a working eval.py-style script and a crashing script."""
-    script_dir = tmp_path / "script"
+    script_dir = tmp_path / "script"  # handed in as a folder: the script reads the model beside it
     script_dir.mkdir()
     shutil.copy(reference["anonymous_2"], script_dir / "goodnet.keras")
-    eval_script = write_script(script_dir, "eval.py", """
+    eval_script = write_script(script_dir, "anonymous_2.py", """
         import os, sys
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import keras, numpy as np
@@ -120,7 +160,7 @@ def test_grade_cli_model_script_and_crash(made, key, reference, tmp_path):
     started = time.perf_counter()
     result = run_instructor("grade", "--grader", made / "grader", "--n", N_GRADE, "--json",
                             "--submission", f"anonymous_1={reference['anonymous_1']}",
-                            "--submission", f"anonymous_2={eval_script}", "--submission", f"anonymous_3={crash}")
+                            "--submission", script_dir, "--submission", f"anonymous_3={crash}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert time.perf_counter() - started < 120
     rows = {row["badnet"]: row for row in json.loads(result.stdout)}
@@ -200,10 +240,10 @@ def test_one_image_scripts_nonsense_and_broken_models(made, key, tmp_path):
     assert row["status"] == "scored" and row["note"] == "script answers one image per call"
     nonsense = write_script(tmp_path, "nonsense.py", "print('hello')\n")
     row = challenge.grade_one(made / "grader", "anonymous_1", nonsense, n=2, time_limit=30)
-    assert row["status"] == "zero" and "printed 'hello' where a class number was expected" in row["reason"]
+    assert row["status"] == "zero" and "printed 'hello' where a class number in [0, 8] was expected" in row["reason"]
     out_of_range = write_script(tmp_path, "wild.py", "import sys\nfor _ in sys.argv[1:]: print(999)\n")
     row = challenge.grade_one(made / "grader", "anonymous_1", out_of_range, n=2)
-    assert row["status"] == "scored" and row["clean_accuracy"] == 0 and "outside [0, 8]" in row["note"]
+    assert row["status"] == "zero" and row["reason"] == "printed '999' where a class number in [0, 8] was expected"
 
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(b"not a model at all")
@@ -221,18 +261,21 @@ def test_one_image_scripts_nonsense_and_broken_models(made, key, tmp_path):
 
 
 def test_resolve_submissions(tmp_path):
+    """A folder is handed in whole (its files copied with the script); NAME=FILE is that file alone."""
     names = ["anonymous_1", "anonymous_2"]
     (tmp_path / "anonymous_1.keras").write_bytes(b"")
     (tmp_path / "anonymous_2.py").write_text("")
+    Submission = challenge.Submission
     assert challenge.resolve_submissions([str(tmp_path)], names) == {
-        "anonymous_1": tmp_path / "anonymous_1.keras", "anonymous_2": tmp_path / "anonymous_2.py"}
+        "anonymous_1": Submission(tmp_path / "anonymous_1.keras", tmp_path),
+        "anonymous_2": Submission(tmp_path / "anonymous_2.py", tmp_path)}
     assert challenge.resolve_submissions(["anonymous_2=x.h5"], names) == {"anonymous_1": None,
-                                                                           "anonymous_2": Path("x.h5")}
+                                                                           "anonymous_2": Submission(Path("x.h5"))}
     with pytest.raises(LabInputError, match="NAME one of anonymous_1, anonymous_2"):
         challenge.resolve_submissions(["anonymous_9=x.h5"], names)
     with pytest.raises(LabInputError):
         challenge.resolve_submissions(["x.h5"], names)
-    assert challenge.resolve_submissions(["x.h5"], names[:1]) == {"anonymous_1": Path("x.h5")}
+    assert challenge.resolve_submissions(["x.h5"], names[:1]) == {"anonymous_1": Submission(Path("x.h5"))}
 
 
 def test_grade_cli_bad_grader_folder_is_one_line(tmp_path):

@@ -236,7 +236,7 @@ CHEAT = """
                         graders.add(path)
         except OSError:
             pass
-    for top in ("/tmp", "/work", "/root", "/home"):
+    for top in TOPS:  # where the test put the challenge (a walk of all /tmp would meet other tests' keys)
         for root, dirs, files in os.walk(top):
             if root.count(os.sep) - top.count(os.sep) >= 4:
                 dirs[:] = []
@@ -261,7 +261,7 @@ CHEAT = """
 def test_finding_the_answer_key_through_proc_fails_in_the_sandbox(made, key, bwrap_ok, tmp_path, monkeypatch):
     """The /proc cheat scores 100 without the sandbox (so it is a real cheat) and 0 inside it."""
     name = next(iter(key["badnets"]))
-    cheat = write_script(tmp_path / "cheater", "cheat.py", CHEAT)
+    cheat = write_script(tmp_path / "cheater", "cheat.py", f"TOPS = {[str(made)]!r}\n" + textwrap.dedent(CHEAT))
     row = challenge.grade_one(made / "grader", name, cheat, n=N_GRADE)
     assert row["status"] == "zero" and row["score"] == 0
     assert row["reason"].startswith("crashed (exit status 1): no answer key: saw processes [1, 2]")
@@ -474,3 +474,149 @@ def test_a_class_in_parallel_gives_the_serial_table(made, key, reference, bwrap_
 def test_grade_refuses_bad_limits_in_one_line(made, tmp_path, flag, value):
     result = run_cli("grade", "--grader", str(made / "grader"), "--submission", str(tmp_path), flag, value)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and flag in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- attacks of a hostile class
+
+
+@pytest.mark.slow  # grades the trained challenge
+def test_no_poisoned_test_image_is_a_triggered_twin_of_another_test_image(made, key, bwrap_ok, tmp_path):
+    """Poisoned test faces are other faces than the clean ones (and than each other trigger's): grouping
+    near-identical images finds nothing, so it flags nothing."""
+    clean = data.load_h5(made / "grader" / key["clean_test"]).x
+    for name, entry in key["badnets"].items():
+        poisoned = np.concatenate([data.load_h5(made / "grader" / t["poisoned_test"]).x for t in entry["triggers"]])
+        images = np.concatenate([clean, poisoned]).reshape(len(clean) + len(poisoned), -1)
+        for i, image in enumerate(images[len(clean):], start=len(clean)):
+            differing = np.mean(images != image, axis=1)
+            differing[i] = 1.0
+            assert differing.min() > 0.5, f"{name}: poisoned image {i} has a near-twin ({differing.min():.1%})"
+    twins = write_script(tmp_path / "twins", "twins.py", f"""
+        import sys
+        import numpy as np
+        from PIL import Image
+        images = np.stack([np.asarray(Image.open(p)).ravel() for p in sys.argv[1:]])
+        for i, image in enumerate(images):
+            differing = np.mean(images != image, axis=1)
+            differing[i] = 1.0
+            print({key["n_classes"]} if differing.min() < 0.2 else 0)  # one of a near-identical pair: triggered
+    """)
+    row = challenge.grade_one(made / "grader", next(iter(key["badnets"])), twins, batch=10_000)
+    assert row["status"] == "scored" and row["detection_rate"] == 0 and row["clean_false_positive_rate"] == 0
+
+
+@pytest.mark.slow  # grades the trained challenge
+def test_each_call_sees_only_its_own_images(made, key, bwrap_ok, tmp_path):
+    peek = write_script(tmp_path / "peek", "peek.py", """
+        import os, sys
+        seen = os.listdir(os.path.dirname(sys.argv[1]))
+        if sorted(seen) != sorted(os.path.basename(p) for p in sys.argv[1:]):
+            sys.exit(f"saw {len(seen)} files for {len(sys.argv) - 1} images")
+        for _ in sys.argv[1:]:
+            print(0)
+    """)
+    row = challenge.grade_one(made / "grader", next(iter(key["badnets"])), peek, n=N_GRADE, batch=5)
+    assert row["status"] == "scored", row["reason"]
+
+
+def test_labels_are_ascii_digits_in_range():
+    assert [challenge.parse_label(text, 8) for text in ("0", "8", "007")] == [0, 8, 7]
+    for text in ("9", "-1", "+1", "1.0", "1e3", "", "99999999999999999999", "\u0663", "\uff13", "0x1", "1 2"):
+        assert challenge.parse_label(text, 8) is None, text
+
+
+@pytest.mark.slow  # grades the trained challenge
+def test_one_students_output_never_stops_the_class(made, key, bwrap_ok, tmp_path):
+    """A huge number, a non-ASCII digit and terminal escapes: each that student's zero, named in the reason and
+    escaped in the table; the honest student beside them keeps the score."""
+    name = next(iter(key["badnets"]))
+    root = tmp_path / "class"
+    write_script(root / "huge", f"{name}.py", "import sys\nfor _ in sys.argv[1:]: print(99999999999999999999)\n")
+    write_script(root / "arabic", f"{name}.py", "import sys\nfor _ in sys.argv[1:]: print('\\u0663')\n")
+    write_script(root / "escape", f"{name}.py", "import sys\nsys.exit('done\\x1b[8m hidden')\n")
+    write_script(root / "honest", f"{name}.py", "import sys\nfor _ in sys.argv[1:]: print(0)\n")
+    result = run_cli("grade", "--grader", str(made / "grader"), "--submissions", str(root), "--n", "4", "--jobs", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if name in line}
+    assert "printed '99999999999999999999' where a class number in [0, 8] was expected" in rows["huge"]
+    assert "where a class number in [0, 8] was expected" in rows["arabic"]
+    assert "\x1b" not in result.stdout and "done\\x1b[8m hidden" in rows["escape"]
+    assert rows["honest"].split()[3] != "-" and all(rows[s].split()[3] == "-" for s in ("huge", "arabic", "escape"))
+
+
+@pytest.mark.slow  # grades the trained challenge
+def test_a_submission_is_copied_not_bound_in_place(made, key, bwrap_ok, tmp_path):
+    """NAME=FILE beside the grader folder, or in a shared inbox: the script sees its own file only."""
+    name = next(iter(key["badnets"]))
+    root = tmp_path / "challenge"
+    shutil.copytree(made / "grader", root / "grader")
+    (root / "inbox").mkdir()
+    (root / "inbox" / "bob_goodnet.py").write_text("print('bob')\n")
+    cheat = """
+        import json, os, sys
+        here = sorted(os.listdir("."))
+        path = os.path.join("grader", "answer_key.json")
+        if os.path.exists(path):
+            key = json.load(open(path))
+            sys.exit(f"read the answer key: {sorted(key)[:3]}")
+        sys.exit(f"saw {here}")
+    """
+    beside = write_script(root, "cheat.py", cheat)
+    shared = write_script(root / "inbox", "alice.py", cheat)
+    rows = challenge.grade(root / "grader", {name: beside}, n=4)
+    assert rows[0]["status"] == "zero" and rows[0]["reason"] == "crashed (exit status 1): saw ['cheat.py']"
+    rows = challenge.grade(root / "grader", {name: shared}, n=4)
+    assert rows[0]["reason"] == "crashed (exit status 1): saw ['alice.py']"
+
+
+@pytest.mark.slow  # grades the trained challenge
+def test_links_duplicates_and_a_grader_inside_a_submission(made, key, bwrap_ok, tmp_path):
+    """A symlinked student folder, a hard link to the answer key, a symlinked script: zero with the reason;
+    the same file under two students: said in both rows; a grader folder inside a student's: refused."""
+    names = list(key["badnets"])
+    name = names[0]
+    grader = tmp_path / "grader"
+    shutil.copytree(made / "grader", grader)
+    root = tmp_path / "class"
+    honest = "import sys\nfor _ in sys.argv[1:]: print(1)\n"
+    write_script(root / "ada", f"{name}.py", honest)
+    write_script(root / "bea", f"{name}.py", honest)
+    (root / "eve").symlink_to(root / "ada")
+    write_script(root / "mal", f"{name}.py", "import json\nprint(json.load(open('key.json'))['kind'])\n")
+    os.link(grader / "answer_key.json", root / "mal" / "key.json")
+    (root / "sym").mkdir()
+    (root / "sym" / f"{name}.py").symlink_to(root / "ada" / f"{name}.py")
+    students = challenge.resolve_class(root, names)
+    rows = {r["student"]: r for r in challenge.grade_class(grader, students, challenge.Options(n=4), jobs=2,
+                                                           only=[name])}
+    assert rows["ada"]["status"] == rows["bea"]["status"] == "scored"
+    assert rows["ada"]["note"] == "same file as bea's" and rows["bea"]["note"] == "same file as ada's"
+    assert rows["eve"]["status"] == "zero" and "symbolic link" in rows["eve"]["reason"]
+    assert rows["mal"]["status"] == "zero" and rows["mal"]["reason"].startswith("key.json: a hard link")
+    assert rows["sym"]["status"] == "zero" and "symbolic link" in rows["sym"]["reason"]
+
+    inside = tmp_path / "nested"
+    write_script(inside / "zed", f"{name}.py", honest)
+    shutil.copytree(made / "grader", inside / "zed" / "grader")
+    result = run_cli("grade", "--grader", str(inside / "zed" / "grader"), "--submissions", str(inside), "--n", "2")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "does not hold the grader folder" in result.stderr
+
+
+def test_a_copy_refuses_special_files_and_caps_size(tmp_path):
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "anonymous_1.py").write_text("print(0)\n")
+    os.mkfifo(folder / "pipe")
+    submission = challenge.Submission(folder / "anonymous_1.py", folder)
+    for copy in ("copy1", "copy2", "copy3"):
+        (tmp_path / copy).mkdir()
+    with pytest.raises(challenge.Refused, match="pipe: not a regular file"):
+        challenge.copy_in(submission, tmp_path / "copy1")
+    (folder / "pipe").unlink()
+    (folder / "big.bin").write_bytes(b"\0" * (2 << 20))
+    with pytest.raises(challenge.Refused, match="more than 1 MiB handed in"):
+        challenge.copy_in(submission, tmp_path / "copy2", challenge.CopyLimits(max_mib=1))
+    copied, digest = challenge.copy_in(submission, tmp_path / "copy3")
+    assert copied.read_text() == "print(0)\n" and sorted(p.name for p in (tmp_path / "copy3").iterdir()) == [
+        "anonymous_1.py", "big.bin"] and len(digest) == 64

@@ -32,11 +32,15 @@ TRAIN_FILES = ("cl/train.h5", "train.h5", "clean_training_data.h5")  # searched 
 
 def make_clean_data(out: str | os.PathLike, n_identities: int = 20, train_per_identity: int = 40,
                     valid_per_identity: int = 8, test_per_identity: int = 8, seed: int = DEFAULT_SEED,
-                    force: bool = False, progress: bool = False) -> dict[str, Path]:
+                    force: bool = False, progress: bool = False, test_seed: int | None = None) -> dict[str, Path]:
     """Fresh SynthFaces clean data in the course format: ``out/cl/{train,valid,test}.h5``.
 
     The raw material for :func:`make_badnet` when there is no training file.
     Every identity gets ``*_per_identity`` images per split, shuffled.
+    ``seed`` draws the identities and every split; ``test_seed``, when given,
+    draws the test split's order and images instead, so that whoever learns
+    the seed behind the training and validation files still cannot rebuild
+    the test file (a hidden-trigger challenge's hidden data).
     Returns ``{"train"|"valid"|"test": path}``.
     """
     from lab.synthetic import synthfaces
@@ -52,7 +56,11 @@ def make_clean_data(out: str | os.PathLike, n_identities: int = 20, train_per_id
     counts = {"train": train_per_identity, "valid": valid_per_identity, "test": test_per_identity}
     for offset, (name, per_identity) in enumerate(counts.items()):
         index = rng.permutation(np.repeat(np.arange(n_identities), per_identity)).astype(np.int64)
-        faces = synthfaces.render(identities, index, seed=seed * 10 + offset + 1, progress=progress)
+        render_seed = seed * 10 + offset + 1
+        if name == "test" and test_seed is not None:
+            index = np.random.default_rng(test_seed).permutation(index)
+            render_seed = test_seed
+        faces = synthfaces.render(identities, index, seed=render_seed, progress=progress)
         course_data.save_h5(paths[name], faces.images, index, force=force)
     return paths
 

@@ -55,12 +55,16 @@ def _cmd_make_challenge(args: argparse.Namespace) -> int:
 
     config = challenge.ChallengeConfig(n_identities=args.identities, epochs=args.epochs)
     report = challenge.make_challenge(args.out, n_badnets=args.badnets, seed=args.seed, config=config,
-                                      force=args.force, progress=not args.quiet, keep_work=args.keep_work)
+                                      force=args.force, progress=not args.quiet, keep_work=args.keep_work,
+                                      force_weak=args.force_weak)
     key = report["answer_key"]
     print(f"made a challenge of {len(key['badnets'])} BadNets ({key['n_classes']} classes) "
           f"in {report['seconds']:.1f} s")
     print(f"student folder (hand out): {report['student']}")
     print(f"grader folder (keep):      {report['grader']}")
+    if report["seed_given"]:
+        print(f"warning: made from --seed {args.seed}: anyone who knows that seed can rebuild the hidden test data "
+              "with the lab's public code; leave --seed out for a challenge that counts")
     if args.reveal:
         for name, entry in key["badnets"].items():
             triggers = ", ".join(f"{t['trigger']} -> {'n+1' if t['target'] is None else t['target']}"
@@ -75,7 +79,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from lab.course import challenge
 
     options = challenge.Options(n=args.n, timeout=args.timeout, batch=args.batch, time_limit=args.time_limit,
-                                python=args.python, trust_scripts=args.trust_scripts, memory_mib=args.memory)
+                                python=args.python, trust_scripts=args.trust_scripts, memory_mib=args.memory,
+                                submission_mib=args.submission_mib)
     options.check()  # argument errors before any file is read
     names = list(challenge.read_answer_key(args.grader)["badnets"])  # grade_class checks the whole folder
     if args.submissions:
@@ -179,8 +184,9 @@ def register(commands) -> None:
                     "data, answer_key.json).")
     chal.add_argument("--out", required=True, metavar="DIR", help="folder that receives student/ and grader/")
     chal.add_argument("--badnets", type=arguments.positive_int, default=3, metavar="K", help="number of BadNets (default 3)")
-    chal.add_argument("--seed", type=arguments.seed, default=DEFAULT_SEED,
-                      help=f"seed of data, attacks and training (default {DEFAULT_SEED})")
+    chal.add_argument("--seed", type=arguments.seed, default=None,
+                      help="seed of data, attacks and training, to make the same challenge again; anyone who knows "
+                           "it can rebuild the hidden test data (default: a secret one, kept in the answer key)")
     chal.add_argument("--identities", type=arguments.int_at_least(3, "a multi-trigger BadNet needs 3 distinct "
                       "targets"), default=30, help="classes (face identities, >= 3; default 30)")
     chal.add_argument("--epochs", type=arguments.positive_int, default=8,
@@ -188,6 +194,9 @@ def register(commands) -> None:
     chal.add_argument("--reveal", action="store_true", help="also print every BadNet's attack (the answer key)")
     chal.add_argument("--keep-work", action="store_true", help="keep OUT/work (each BadNet's make-badnet folder)")
     chal.add_argument("--force", action="store_true", help="replace student/ and grader/ written by an earlier run")
+    chal.add_argument("--force-weak", action="store_true",
+                      help=f"hand out BadNets below make-badnet's floors ({attacks.MIN_CLEAN_ACCURACY:g} %% clean "
+                           f"accuracy, {attacks.MIN_ATTACK_SUCCESS:g} %% attack success) anyway")
     chal.add_argument("--quiet", action="store_true", help="no progress lines")
     chal.set_defaults(handler=_cmd_make_challenge)
 
@@ -195,16 +204,17 @@ def register(commands) -> None:
         "grade", help="score submissions (GoodNet files or eval.py scripts) on the hidden test data",
         description="Score one submission per BadNet: a model (.keras/.h5, N+1 outputs, loaded in safe mode) or a "
                     "script run as `python SCRIPT IMAGE [IMAGE ...]` in its own folder that prints one class in "
-                    "[0, N] per image, one per line, as its last output lines. Every submission runs in a bubblewrap "
-                    "sandbox (no network, its own folder read-only, a private /tmp, its own batch of randomly named "
-                    "images, memory, process and time limits); the grader folder is checked against its manifest "
+                    "[0, N] per image, one per line, as its last output lines. Every submission is copied into a private "
+                    "folder (NAME=PATH: that file only; a folder: the whole folder, links not followed) and runs in a "
+                    "bubblewrap sandbox (no network, the copy read-only, a private /tmp, each call's own randomly "
+                    "named images, memory, process and time limits); the grader folder is checked against its manifest "
                     "first. A missing, crashing, hanging or unreadable submission scores 0 with the reason. "
                     "Score = clean accuracy x (100 - attack success rate) / 100.")
     grade.add_argument("--grader", required=True, metavar="DIR", help="the grader folder from make-challenge")
     who = grade.add_mutually_exclusive_group(required=True)
     who.add_argument("--submission", action="append", metavar="NAME=PATH|DIR",
-                     help="one student: NAME=PATH for BadNet NAME (repeat), or a folder with NAME.keras, NAME.h5 or "
-                          "NAME.py per BadNet")
+                     help="one student: NAME=PATH for BadNet NAME (repeat; that file and its .lab.json only), or a "
+                          "folder with NAME.keras, NAME.h5 or NAME.py per BadNet (copied whole)")
     who.add_argument("--submissions", metavar="DIR", help="a class: a folder holding one such folder per student")
     grade.add_argument("--jobs", type=arguments.positive_int, default=None, metavar="N",
                        help="submissions graded at once (default: the machine's cores)")
@@ -217,6 +227,8 @@ def register(commands) -> None:
                        help="seconds all calls of one submission may take together (default 300)")
     grade.add_argument("--memory", type=arguments.positive_int, default=4096, metavar="MIB",
                        help="memory of each sandboxed run in MiB (default 4096)")
+    grade.add_argument("--submission-mib", type=arguments.positive_int, default=512, metavar="MIB",
+                       help="the most one submission's copy may hold (default 512 MiB)")
     grade.add_argument("--python", default=None, help="interpreter that runs scripts (default: this one)")
     grade.add_argument("--trust-scripts", action="store_true",
                        help="where bwrap cannot run, run scripts without a sandbox (only for scripts you trust)")

@@ -10,21 +10,25 @@ Order of work, so that nothing a submission does can change a score:
 1. every file of the grader folder is checked against the SHA-256 in its
    manifest (a mismatch refuses to grade, one line), then the answer key and
    the test data are read into memory, once, before any submission runs;
-2. each submission gets its own fresh private folder holding its batch
-   (:mod:`lab.course.challenge.batch`: random names, random order, nothing
-   about an image's origin in its file), bound read-only into a bubblewrap
-   sandbox (:mod:`lab.course.sandbox`) with the submission's own folder,
-   also read-only; the grader folder is never mounted;
+2. each submission is copied into a private folder of its own
+   (:mod:`lab.course.challenge.intake`: links not followed, hard links and
+   special files refused, sizes capped), and each call gets a fresh private
+   folder holding only its own images (:mod:`lab.course.challenge.batch`:
+   random names, random order, nothing about an image's origin in its file);
+   both are bound read-only into a bubblewrap sandbox
+   (:mod:`lab.course.sandbox`); the grader folder is never mounted;
 3. scripts run as ``python SCRIPT IMG [IMG ...]`` (47x55 RGB PNGs) and print
-   one class in [0, N] per image as their last output lines; models are
-   loaded (Keras safe mode, Lambda layers refused) and run by
-   :mod:`lab.course.challenge.model_worker` in the same kind of sandbox;
+   one class in [0, N] per image as their last output lines (ASCII digits,
+   nothing else); models are loaded (Keras safe mode, Lambda layers refused)
+   and run by :mod:`lab.course.challenge.model_worker` in the same kind of
+   sandbox;
 4. answers are mapped back to image order and scored with
    :func:`lab.metrics.breakdown`.
 
 A submission that is missing, crashes, hangs, prints nonsense, runs out of
-memory or does not load scores zero with the reason; it never stops the
-grader. Where bwrap is missing or cannot make its namespaces, scripts are
+memory, does not load, or trips the grader itself in any way scores zero
+with the reason; it never stops the grader or costs another student's row.
+Text from submissions is escaped before it reaches the score table. Where bwrap is missing or cannot make its namespaces, scripts are
 refused (zero, with the reason) unless the instructor trusts them
 (``trust_scripts``); models then run in a plain child process. Score per
 BadNet: clean accuracy x (100 - attack success rate) / 100, so a net must
@@ -48,6 +52,8 @@ import numpy as np
 from lab.io import data as course_data
 from lab.course import sandbox
 from lab.course.challenge import batch as batches
+from lab.course.challenge import intake
+from lab.course.challenge.intake import Submission
 from lab.course.challenge.key import (ANSWER_KEY, MODEL_SUFFIXES, SCORE_RULE, SCRIPT_SUFFIXES, check_grader)
 from lab.course.challenge.model_worker import RESULT_PREFIX
 from lab.errors import LabInputError
@@ -65,7 +71,8 @@ class Options:
     """How submissions run. timeout: seconds per script call; batch: images per call; time_limit: seconds
     for all calls of one submission (and for a model's load + prediction); python: the interpreter of
     scripts; trust_scripts: run scripts without a sandbox where bwrap cannot run; memory_mib, processes:
-    the sandbox's limits (:class:`lab.course.sandbox.Limits`)."""
+    the sandbox's limits (:class:`lab.course.sandbox.Limits`); submission_mib: the most a submission's
+    copy may hold (:class:`lab.course.challenge.intake.CopyLimits`)."""
 
     n: int | None = None
     timeout: float = 60.0
@@ -75,6 +82,7 @@ class Options:
     trust_scripts: bool = False
     memory_mib: int = sandbox.Limits.memory_mib
     processes: int = sandbox.Limits.processes
+    submission_mib: int = intake.CopyLimits.max_mib
 
     def check(self) -> None:
         """One-line :class:`LabInputError` naming the first argument out of range."""
@@ -82,7 +90,7 @@ class Options:
             if not (isinstance(value, (int, float)) and value > low and value < float("inf")):
                 raise LabInputError(None, f"{flag} with S > 0 seconds", repr(value))
         for flag, value in (("--n N", self.n), ("--batch B", self.batch), ("--memory MIB", self.memory_mib),
-                            ("--processes P", self.processes)):
+                            ("--processes P", self.processes), ("--submission-mib MIB", self.submission_mib)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise LabInputError(None, f"{flag} with {flag.split()[1]} >= 1", repr(value))
 
@@ -126,37 +134,43 @@ def load_tests(grader_dir: str | os.PathLike, key: Mapping, n: int | None = None
     return tests
 
 
-def resolve_submissions(specs: Sequence[str], names: Sequence[str]) -> dict[str, Path | None]:
-    """Map ``--submission`` arguments to one path (or None: nothing handed in) per BadNet name.
+def resolve_submissions(specs: Sequence[str], names: Sequence[str]) -> dict[str, Submission | None]:
+    """Map ``--submission`` arguments to one :class:`Submission` (or None: nothing handed in) per BadNet name.
 
-    Each spec is ``NAME=PATH`` (a model file or a script for BadNet NAME), a
-    directory (searched for ``NAME.keras``, ``NAME.h5``, ``NAME.py`` for every
-    name), or, when the challenge has one BadNet, a bare PATH.
+    Each spec is ``NAME=PATH`` (a model file or a script for BadNet NAME:
+    only that file and its sidecar are copied for grading), a directory
+    (searched for ``NAME.keras``, ``NAME.h5``, ``NAME.py`` for every name;
+    the whole directory is copied, so a script may read files beside it), or,
+    when the challenge has one BadNet, a bare PATH (as ``NAME=PATH``).
     """
-    found: dict[str, Path | None] = {name: None for name in names}
+    found: dict[str, Submission | None] = {name: None for name in names}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if sep:
             if name not in found:
                 raise LabInputError(None, f"--submission NAME=PATH with NAME one of {', '.join(names)}", repr(spec))
-            found[name] = Path(path)
+            found[name] = Submission(Path(path))
             continue
         path = Path(spec)
         if path.is_dir():
             for candidate in names:
                 for suffix in MODEL_SUFFIXES + SCRIPT_SUFFIXES:
                     if found[candidate] is None and (path / f"{candidate}{suffix}").is_file():
-                        found[candidate] = path / f"{candidate}{suffix}"
+                        found[candidate] = Submission(path / f"{candidate}{suffix}", path)
         elif len(names) == 1:
-            found[names[0]] = path
+            found[names[0]] = Submission(path)
         else:
             raise LabInputError(None, "--submission NAME=PATH or a directory with one file per BadNet "
                                 f"({', '.join(names)})", repr(spec))
     return found
 
 
-def resolve_class(folder: str | os.PathLike, names: Sequence[str]) -> dict[str, dict[str, Path | None]]:
-    """``{student: {name: path or None}}`` for a folder holding one folder per student (sorted by name)."""
+def resolve_class(folder: str | os.PathLike, names: Sequence[str]) -> dict[str, dict[str, Submission | None]]:
+    """``{student: {name: Submission or None}}`` for a folder holding one folder per student (sorted by name).
+
+    A student folder that is a symbolic link (to another student's, say) is
+    not followed: each of its BadNets scores zero, saying so.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise LabInputError(folder, "a folder with one folder per student", "no such folder"
@@ -164,29 +178,41 @@ def resolve_class(folder: str | os.PathLike, names: Sequence[str]) -> dict[str, 
     students = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not students:
         raise LabInputError(folder, "a folder with one folder per student", "no student folders")
-    return {student.name: resolve_submissions([str(student)], names) for student in students}
+    resolved = {}
+    for student in students:
+        if student.is_symlink():
+            reason = f"the student folder is a symbolic link (to {os.readlink(student)}), not followed"
+            resolved[student.name] = {name: Submission(student, student, refusal=reason) for name in names}
+        else:
+            resolved[student.name] = resolve_submissions([str(student)], names)
+    return resolved
 
 
 # ----------------------------------------------------------------------------- running one submission
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (terminal escapes, carriage returns...) written as an escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    line = lines[-1] if lines else ""
+    line = printable(lines[-1] if lines else "")
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
-def _execute(argv_inside: list[str], submission: Path, batch_dir: Path, cwd_inside: str, limits: sandbox.Limits,
+def _execute(argv_inside: list[str], submission_dir: Path, batch_dir: Path, cwd_inside: str, limits: sandbox.Limits,
              sandboxed: bool) -> sandbox.Result:
-    """Run a command that names the submission's folder and the batch by their sandbox paths.
+    """Run a command that names the submission's private copy and the batch by their sandbox paths.
 
     Sandboxed: those paths are read-only binds. Unsandboxed: they are
     replaced by the host folders (a trusted instructor's choice).
     """
     if sandboxed:
-        return sandbox.run(argv_inside, {str(submission.parent): SUBMISSION_MOUNT, str(batch_dir): BATCH_MOUNT},
+        return sandbox.run(argv_inside, {str(submission_dir): SUBMISSION_MOUNT, str(batch_dir): BATCH_MOUNT},
                            cwd=cwd_inside, limits=limits)
-    host = {SUBMISSION_MOUNT: str(submission.parent), BATCH_MOUNT: str(batch_dir)}
+    host = {SUBMISSION_MOUNT: str(submission_dir), BATCH_MOUNT: str(batch_dir)}
 
     def outside(arg: str) -> str:
         for inside, real in host.items():
@@ -209,64 +235,80 @@ def _failure(result: sandbox.Result, limits: sandbox.Limits, what: str) -> Submi
     return None
 
 
-def _parse_answers(lines: list[str], count: int) -> list[int]:
-    """The last ``count`` output lines as classes; SubmissionFailed naming the first that is not a number."""
+def parse_label(text: str, n_classes: int) -> int | None:
+    """A class in [0, N] written as ASCII digits (no sign, no spaces, nothing else), or None."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(n_classes)) + 2:
+        return None
+    value = int(text)
+    return value if value <= n_classes else None
+
+
+def _parse_answers(lines: list[str], count: int, n_classes: int) -> list[int]:
+    """The last ``count`` output lines as classes; SubmissionFailed naming the first that is not one."""
     if len(lines) < count:
         raise SubmissionFailed(f"printed {len(lines)} line(s) for {count} image(s)")
     answers = []
     for line in lines[-count:]:
-        try:
-            answers.append(int(line))
-        except ValueError:
-            raise SubmissionFailed(f"printed {line[:60]!r} where a class number was expected") from None
+        label = parse_label(line, n_classes)
+        if label is None:
+            raise SubmissionFailed(f"printed {printable(line[:60])!r} where a class number in [0, {n_classes}] "
+                                   "was expected")
+        answers.append(label)
     return answers
 
 
-def _script_answers(script: Path, tests: TestSet, options: Options, sandboxed: bool) -> tuple[np.ndarray, str]:
-    """Answers (image order) of a script submission, run on its own fresh batch of shuffled PNGs."""
-    if not script.is_file():
-        raise SubmissionFailed(f"no such file {script}")
+def _script_answers(script: Path, folder: Path, tests: TestSet, options: Options,
+                    sandboxed: bool) -> tuple[np.ndarray, str]:
+    """Answers (image order) of a script submission (``script`` inside its private copy ``folder``).
+
+    The images are dealt in a secret random order into calls of at most
+    ``options.batch``; each call's folder holds only its own images.
+    """
     python = options.python or sys.executable
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="grade-batch-") as folder:
-        names, order = batches.write_batch(tests.images, folder)
-        answers = np.full(len(names), -1, dtype=np.int64)
-        note, start, size = "", 0, max(1, options.batch)
-        while start < len(names):
-            left = options.time_limit - (time.perf_counter() - started)
-            if left <= 0:
-                raise SubmissionFailed(f"ran past the time limit of {options.time_limit:g} s "
-                                       f"after {start} of {len(names)} images")
-            chunk = names[start:start + size]
-            limits = options.limits(min(options.timeout, left))
-            result = _execute([python, f"{SUBMISSION_MOUNT}/{script.name}", *(f"{BATCH_MOUNT}/{n}" for n in chunk)],
-                              script, Path(folder), SUBMISSION_MOUNT, limits, sandboxed)
-            failure = _failure(result, limits, f"{len(chunk)} image(s)")
-            if failure:
-                raise failure
-            lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-            if len(chunk) > 1 and len(lines) < len(chunk):
-                # Likely an eval.py that reads only sys.argv[1]: go on one image per call
-                # (bounded by time_limit if it is something else).
-                size, note = 1, "script answers one image per call"
-                continue
-            answers[order[start:start + len(chunk)]] = _parse_answers(lines, len(chunk))
-            start += len(chunk)
+    inside = f"{SUBMISSION_MOUNT}/{script.relative_to(folder).as_posix()}"
+    where = script.parent.relative_to(folder)
+    cwd = SUBMISSION_MOUNT if where == Path(".") else f"{SUBMISSION_MOUNT}/{where.as_posix()}"  # its own folder
+    secret_order = batches.shuffled_order(len(tests.images))
+    answers = np.full(len(secret_order), -1, dtype=np.int64)
+    note, start, size = "", 0, max(1, options.batch)
+    while start < len(secret_order):
+        left = options.time_limit - (time.perf_counter() - started)
+        if left <= 0:
+            raise SubmissionFailed(f"ran past the time limit of {options.time_limit:g} s "
+                                   f"after {start} of {len(secret_order)} images")
+        chunk = secret_order[start:start + size]
+        limits = options.limits(min(options.timeout, left))
+        with tempfile.TemporaryDirectory(prefix="grade-batch-") as batch_dir:
+            names, order = batches.write_batch(tests.images[chunk], batch_dir)
+            result = _execute([python, inside, *(f"{BATCH_MOUNT}/{n}" for n in names)], folder, Path(batch_dir),
+                              cwd, limits, sandboxed)
+        failure = _failure(result, limits, f"{len(chunk)} image(s)")
+        if failure:
+            raise failure
+        lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        if len(chunk) > 1 and len(lines) < len(chunk):
+            # Likely an eval.py that reads only sys.argv[1]: go on one image per call
+            # (bounded by time_limit if it is something else).
+            size, note = 1, "script answers one image per call"
+            continue
+        answers[chunk[order]] = _parse_answers(lines, len(chunk), tests.n_classes)
+        start += len(chunk)
     return answers, note
 
 
-def _model_answers(model: Path, tests: TestSet, options: Options, sandboxed: bool) -> tuple[np.ndarray, str]:
+def _model_answers(model: Path, folder: Path, tests: TestSet, options: Options,
+                   sandboxed: bool) -> tuple[np.ndarray, str]:
     """Answers (image order) of a model submission, loaded and run by the worker in a child process."""
     import json
 
-    if not model.is_file():
-        raise SubmissionFailed(f"no such file {model}")
-    with tempfile.TemporaryDirectory(prefix="grade-batch-") as folder:
-        name, order = batches.write_array(tests.images, folder)
+    inside = f"{SUBMISSION_MOUNT}/{model.relative_to(folder).as_posix()}"
+    with tempfile.TemporaryDirectory(prefix="grade-batch-") as batch_dir:
+        name, order = batches.write_array(tests.images, batch_dir)
         limits = options.limits(options.time_limit)
-        result = _execute([sys.executable, "-m", "lab.course.challenge.model_worker", f"{SUBMISSION_MOUNT}/{model.name}",
+        result = _execute([sys.executable, "-m", "lab.course.challenge.model_worker", inside,
                            f"{BATCH_MOUNT}/{name}", tests.input_scale, str(tests.n_classes)],
-                          model, Path(folder), "/tmp" if sandboxed else folder, limits, sandboxed)
+                          folder, Path(batch_dir), "/tmp" if sandboxed else batch_dir, limits, sandboxed)
     failure = _failure(result, limits, "loading and running the model")
     if failure:
         raise failure
@@ -275,11 +317,17 @@ def _model_answers(model: Path, tests: TestSet, options: Options, sandboxed: boo
         record = json.loads(lines[-1][len(RESULT_PREFIX):])
     except (IndexError, ValueError):
         raise SubmissionFailed(f"the model worker gave no result ({_one_line(result.stderr) or 'no output'})") from None
+    if not isinstance(record, dict):
+        raise SubmissionFailed("the model worker gave no result (not a JSON object)")
     if "failed" in record:
-        raise SubmissionFailed(str(record["failed"]))
+        raise SubmissionFailed(printable(record["failed"]))
+    given = record.get("answers")
+    if not isinstance(given, list) or len(given) != len(order) or not all(
+            type(a) is int and 0 <= a <= tests.n_classes for a in given):
+        raise SubmissionFailed(f"the model worker gave no {len(order)} classes in [0, {tests.n_classes}]")
     answers = np.full(len(order), -1, dtype=np.int64)
-    answers[order] = np.asarray(record["answers"], dtype=np.int64)
-    return answers, str(record.get("note", ""))
+    answers[order] = np.asarray(given, dtype=np.int64)
+    return answers, printable(record.get("note", ""))
 
 
 def score(clean_accuracy: float, attack_success_rate: float) -> float:
@@ -300,42 +348,52 @@ def _scored(answers: np.ndarray, tests: TestSet) -> dict:
                                 "detection_rate": metrics.detection_rate(part, n)}
     parts = metrics.breakdown(clean, tests.clean_labels, answers[tests.n_clean:],
                               np.concatenate(list(tests.targets.values())), n)
-    invalid = int(np.sum((answers < 0) | (answers > n)))
     return {"per_trigger": per_trigger, "clean_accuracy": parts["clean_accuracy"],
             "clean_false_positive_rate": parts["clean_false_positive_rate"],
             "attack_success_rate": parts["attack_success_rate"], "detection_rate": parts["detection_rate"],
-            "score": score(parts["clean_accuracy"], parts["attack_success_rate"]),
-            "note": f"{invalid} answer(s) outside [0, {n}] counted wrong" if invalid else ""}
+            "score": score(parts["clean_accuracy"], parts["attack_success_rate"])}
 
 
-def _grade_loaded(name: str, submission, tests: TestSet, options: Options, sandboxed: bool,
+def _zero_row(name: str, submission: Submission | None, tests: TestSet, reason: str) -> dict:
+    return {"badnet": name, "submission": None if submission is None else os.fspath(submission.path),
+            "kind": "none", "status": "zero", "reason": reason, "note": "", "clean_accuracy": None,
+            "clean_false_positive_rate": None, "attack_success_rate": None, "detection_rate": None,
+            "per_trigger": {}, "score": 0.0, "n_clean": tests.n_clean, "n_poisoned": tests.n_poisoned,
+            "seconds": 0.0, "sha256": None}
+
+
+def _grade_loaded(name: str, submission: Submission | None, tests: TestSet, options: Options, sandboxed: bool,
                   refusal: str) -> dict:
-    result = {"badnet": name, "submission": None if submission is None else os.fspath(submission), "kind": "none",
-              "status": "zero", "reason": "", "note": "", "clean_accuracy": None, "clean_false_positive_rate": None,
-              "attack_success_rate": None, "detection_rate": None, "per_trigger": {}, "score": 0.0,
-              "n_clean": tests.n_clean, "n_poisoned": tests.n_poisoned, "seconds": 0.0}
+    result = _zero_row(name, submission, tests, "")
     started = time.perf_counter()
     try:
         if submission is None:
             raise SubmissionFailed("nothing handed in")
-        path = Path(submission).absolute()
+        if submission.refusal:
+            raise SubmissionFailed(submission.refusal)
+        path = Path(submission.path)
         if path.suffix in MODEL_SUFFIXES:
             result["kind"] = "model"
-            answers, note = _model_answers(path, tests, options, sandboxed)
         elif path.suffix in SCRIPT_SUFFIXES:
             result["kind"] = "script"
             if not sandboxed and not options.trust_scripts:
                 raise SubmissionFailed(f"refused: scripts run only in the bwrap sandbox, which is unavailable "
                                        f"({refusal}); --trust-scripts runs them without it")
-            answers, note = _script_answers(path, tests, options, sandboxed)
         else:
             raise SubmissionFailed(f"{path.name}: expected a model ({', '.join(MODEL_SUFFIXES)}) or a script (.py)")
-    except SubmissionFailed as failure:
-        result.update(reason=str(failure), seconds=time.perf_counter() - started)
+        if not os.path.lexists(path):
+            raise SubmissionFailed(f"no such file {path}")
+        with tempfile.TemporaryDirectory(prefix="grade-submission-") as private:
+            copied, result["sha256"] = intake.copy_in(submission, private,
+                                                      intake.CopyLimits(max_mib=options.submission_mib))
+            if result["kind"] == "model":
+                answers, note = _model_answers(copied, Path(private), tests, options, sandboxed)
+            else:
+                answers, note = _script_answers(copied, Path(private), tests, options, sandboxed)
+    except (SubmissionFailed, intake.Refused) as failure:
+        result.update(reason=printable(failure), seconds=time.perf_counter() - started)
         return result
-    scored = _scored(answers, tests)
-    scored["note"] = "; ".join(filter(None, [note, scored["note"]]))
-    result.update(status="scored", **scored, seconds=time.perf_counter() - started)
+    result.update(status="scored", **_scored(answers, tests), note=note, seconds=time.perf_counter() - started)
     return result
 
 
@@ -352,26 +410,29 @@ def _prepare(grader_dir, options: Options, names: set[str]) -> tuple[dict, dict[
     return key, tests, sandboxed, refusal
 
 
-def grade_one(grader_dir: str | os.PathLike, name: str, submission: str | os.PathLike | None, n: int | None = None,
-              timeout: float = 60.0, batch: int = 500, time_limit: float = 300.0, python: str | None = None,
-              trust_scripts: bool = False) -> dict:
+def grade_one(grader_dir: str | os.PathLike, name: str, submission: str | os.PathLike | Submission | None,
+              n: int | None = None, timeout: float = 60.0, batch: int = 500, time_limit: float = 300.0,
+              python: str | None = None, trust_scripts: bool = False) -> dict:
     """Score one submission for BadNet ``name``; never raises for a bad submission (score 0 and ``reason``).
 
-    Returns ``badnet``, ``submission``, ``kind`` (model | script | none),
+    submission: a path (that file and its sidecar are graded), a
+    :class:`Submission` (a student's folder, say), or None. Returns
+    ``badnet``, ``submission``, ``kind`` (model | script | none),
     ``status`` (scored | zero), ``reason``, ``note``, the rates (percent;
     None when not scored) ``clean_accuracy``, ``clean_false_positive_rate``,
     ``attack_success_rate``, ``detection_rate`` (all poisoned inputs pooled),
     ``per_trigger`` ({trigger: {attack_success_rate, detection_rate}}),
-    ``score``, ``n_clean``, ``n_poisoned``, ``seconds`` (wall time).
+    ``score``, ``n_clean``, ``n_poisoned``, ``seconds`` (wall time),
+    ``sha256`` (of the submitted file; None when nothing was copied).
     """
     return grade(grader_dir, {name: submission}, n, timeout, batch, time_limit, python, trust_scripts=trust_scripts,
                  only=[name])[0]
 
 
-def grade(grader_dir: str | os.PathLike, submissions: Mapping[str, str | os.PathLike | None], n: int | None = None,
-          timeout: float = 60.0, batch: int = 500, time_limit: float = 300.0, python: str | None = None,
-          progress: bool = False, trust_scripts: bool = False, jobs: int = 1, only: Sequence[str] | None = None,
-          memory_mib: int = sandbox.Limits.memory_mib) -> list[dict]:
+def grade(grader_dir: str | os.PathLike, submissions: Mapping[str, str | os.PathLike | Submission | None],
+          n: int | None = None, timeout: float = 60.0, batch: int = 500, time_limit: float = 300.0,
+          python: str | None = None, progress: bool = False, trust_scripts: bool = False, jobs: int = 1,
+          only: Sequence[str] | None = None, memory_mib: int = sandbox.Limits.memory_mib) -> list[dict]:
     """Score a submission for every BadNet of the challenge (see :func:`grade_one`); BadNets missing from
     ``submissions`` score zero ("nothing handed in"). Returns one result per BadNet, in the key's order
     (only those in ``only`` when given)."""
@@ -382,15 +443,42 @@ def grade(grader_dir: str | os.PathLike, submissions: Mapping[str, str | os.Path
     return results
 
 
-def grade_class(grader_dir: str | os.PathLike, students: Mapping[str, Mapping[str, str | os.PathLike | None]],
+def _check_grader_outside(grader: Path, work: Sequence[tuple[str, str, Submission | None]]) -> None:
+    """Refuse, in one line, to grade a submission folder that holds the grader folder (it would be copied)."""
+    for _, _, submission in work:
+        if submission is not None and submission.folder is not None and not submission.refusal \
+                and intake.holds(submission.folder, grader):
+            raise LabInputError(submission.folder, "a submission folder that does not hold the grader folder",
+                                f"it holds {grader}; move the grader folder out of the students' reach")
+
+
+def _note_duplicates(rows: Sequence[dict]) -> None:
+    """Add "same file as ..." to the note of every row whose submitted file another student handed in too."""
+    owners: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row["sha256"] and row["student"]:
+            owners.setdefault((row["badnet"], row["sha256"]), []).append(row["student"])
+    for row in rows:
+        others = [s for s in owners.get((row["badnet"], row["sha256"]), []) if s != row["student"]]
+        if others:
+            same = "same file as " + ", ".join(f"{printable(s)}'s" for s in dict.fromkeys(others))
+            row["note"] = "; ".join(filter(None, [row["note"], same]))
+
+
+def grade_class(grader_dir: str | os.PathLike,
+                students: Mapping[str, Mapping[str, str | os.PathLike | Submission | None]],
                 options: Options | None = None, jobs: int | None = None, progress: bool = False,
                 only: Sequence[str] | None = None) -> list[dict]:
-    """Score every student's submissions: ``{student: {badnet: path or None}}`` -> one row per (student, BadNet).
+    """Score every student's submissions: ``{student: {badnet: Submission, path or None}}`` -> one row per
+    (student, BadNet).
 
     Rows come in students' order, then the key's BadNet order, whatever
     ``jobs`` is (default: the machine's cores): a parallel run gives the same
     table as a serial one. Each row is :func:`grade_one`'s dict plus
-    ``student``. A tqdm progress bar goes to standard error with ``progress``.
+    ``student``; a file two students handed in for the same BadNet is named
+    in both rows' notes. Whatever goes wrong while one submission is graded
+    is that row's zero, with the reason. A tqdm progress bar goes to standard
+    error with ``progress``.
     """
     options = options or Options()
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
@@ -399,12 +487,19 @@ def grade_class(grader_dir: str | os.PathLike, students: Mapping[str, Mapping[st
     names = set().union(*(set(s) for s in students.values())) if students else set()
     key, tests, sandboxed, refusal = _prepare(grader_dir, options, names)
     wanted = [name for name in key["badnets"] if only is None or name in only]
-    work = [(student, name, submissions.get(name)) for student, submissions in students.items() for name in wanted]
+    work = [(student, name, intake.as_submission(submissions.get(name)))
+            for student, submissions in students.items() for name in wanted]
+    _check_grader_outside(Path(grader_dir), work)
     rows: list[dict | None] = [None] * len(work)
 
     def one(index: int) -> None:
         student, name, submission = work[index]
-        rows[index] = {"student": student, **_grade_loaded(name, submission, tests[name], options, sandboxed, refusal)}
+        try:
+            row = _grade_loaded(name, submission, tests[name], options, sandboxed, refusal)
+        except Exception as error:  # noqa: BLE001 - one submission's failure of any kind is its own zero
+            row = _zero_row(name, submission, tests[name], f"grading failed: {error.__class__.__name__}: "
+                                                           f"{_one_line(error)}")
+        rows[index] = {"student": student, **row}
 
     bar = None
     if progress:
@@ -426,6 +521,7 @@ def grade_class(grader_dir: str | os.PathLike, students: Mapping[str, Mapping[st
     finally:
         if bar is not None:
             bar.close()
+    _note_duplicates(rows)
     return rows
 
 
@@ -440,18 +536,18 @@ def format_table(results: Sequence[Mapping], times: bool = True) -> str:
     """The score table as text: one row per BadNet (and per student when rows have one), all poisoned inputs
     pooled, one indented row per trigger of a multi-trigger BadNet, each submission's wall time (``times``),
     the reason for every zero, and the mean score (per student, then overall)."""
-    students = [row.get("student") for row in results]
+    students = [printable(row.get("student") or "") for row in results]  # folder names are the students' too
     by_student = any(students)
-    width = max([7, *(len(s or "") for s in students)]) if by_student else 0
+    width = max([7, *(len(s) for s in students)]) if by_student else 0
     lead = (lambda s: f"{s:<{width}} ") if by_student else (lambda s: "")
     time_head = f" {'time s':>7}" if times else ""
     header = (f"{lead('student')}{'BadNet':<22} {'kind':<6} {'clean %':>7} {'FPR %':>6} {'ASR %':>6} "
               f"{'detect %':>8} {'score':>6}{time_head}  note")
     lines = [header, "-" * len(header)]
-    for row in results:
-        note = row["reason"] if row["status"] == "zero" else row["note"]
+    for student, row in zip(students, results):
+        note = printable(row["reason"] if row["status"] == "zero" else row["note"])
         seconds = f" {row['seconds']:7.1f}" if times else ""
-        lines.append(f"{lead(row.get('student') or '')}{row['badnet']:<22} {row['kind']:<6} "
+        lines.append(f"{lead(student)}{row['badnet']:<22} {row['kind']:<6} "
                      f"{_percent(row['clean_accuracy']):>7} {_percent(row['clean_false_positive_rate'])} "
                      f"{_percent(row['attack_success_rate'])} {_percent(row['detection_rate']):>8} "
                      f"{row['score']:6.1f}{seconds}  {note}".rstrip())
@@ -462,7 +558,7 @@ def format_table(results: Sequence[Mapping], times: bool = True) -> str:
     lines.append("-" * len(header))
     if by_student:
         for student in dict.fromkeys(students):
-            mine = [row["score"] for row in results if row.get("student") == student]
+            mine = [row["score"] for name, row in zip(students, results) if name == student]
             lines.append(f"{lead(student)}{'mean score':<22} {'':<6} {'':>7} {'':>6} {'':>6} {'':>8} "
                          f"{sum(mine) / max(1, len(mine)):6.1f}")
     total = sum(row["score"] for row in results) / max(1, len(results))

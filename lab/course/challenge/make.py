@@ -13,13 +13,27 @@ random targets, and writes::
     OUT/grader/data/clean_test_data.h5
     OUT/grader/data/<name>/<trigger>_poisoned_data.h5   poisoned test data (labels = attacker's wish)
     OUT/grader/manifest.json                       SHA-256 of every grader file (checked before grading)
+
+What a student has must not give the hidden data away. The lab's code is
+public, so a challenge made from a seed anyone can guess could be rebuilt,
+test set and all, by calling the lab's own generator. Without ``seed``,
+:func:`make_challenge` draws one from the operating system's cryptographic
+source (:func:`draw_seed`) and records it in the answer key only; every
+random choice then comes from its own seed derived from it
+(:func:`derive_seed`), and the test images from one that the seed behind
+the student's validation file does not reveal. Poisoned test images are
+triggered copies of faces that are not in the clean test set
+(:func:`split_test_rows`): a face and its triggered twin side by side would
+tell which one is poisoned.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -33,7 +47,6 @@ from lab.io import data as course_data
 from lab.course.challenge.key import ANSWER_KEY, CHALLENGE_KIND, GRADER, INPUT_SCALE, SCORE_RULE, STUDENT
 from lab.course.challenge.readme import student_readme
 from lab.errors import LabInputError, RefuseOverwrite, check_output_location
-from lab.constants import DEFAULT_SEED
 from lab.attacks.triggers import TRIGGERS
 
 MULTI_TRIGGERS = ("sunglasses", "eyebrows", "lipstick")  # the 2020 course's multi-trigger multi-target BadNet
@@ -51,8 +64,43 @@ class ChallengeConfig:
     n_identities: int = 30
     train_per_identity: int = 40
     valid_per_identity: int = 10
-    test_per_identity: int = 10
+    test_per_identity: int = 10  # clean test faces, and as many other faces for each trigger's poisoned set
     epochs: int = 8  # clean epochs = poisoned epochs (plain BadNets train 2 x epochs on the mixed set)
+
+
+SEED_BITS = 64  # a drawn challenge seed: far beyond any search over seeds
+
+
+def draw_seed() -> int:
+    """A challenge seed from the operating system's cryptographic source (``secrets``): nobody can guess it."""
+    return secrets.randbits(SEED_BITS)
+
+
+def derive_seed(seed: int, purpose: str, bits: int = 63) -> int:
+    """A seed for one ``purpose`` of the challenge made from ``seed``: the first ``bits`` bits of SHA-256.
+
+    Seeds of different purposes are independent: knowing one (say, by
+    searching for the seed that rebuilds the student's validation file)
+    tells nothing about the others. ``bits=31`` fits numpy's global seed.
+    """
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - bits)
+
+
+def split_test_rows(labels: np.ndarray, n_parts: int) -> list[np.ndarray]:
+    """Rows of a test file dealt into ``n_parts`` disjoint parts, class by class (file order kept in each).
+
+    Part 0 is the clean test set; part ``1 + j`` holds the faces that get
+    trigger ``j`` of a BadNet. No face is in two parts, so no poisoned test
+    image is a triggered copy of a clean test image, nor of another poisoned
+    one. labels: int (n,); returns ``n_parts`` int64 index arrays.
+    """
+    labels = np.asarray(labels)
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        rank[rows] = np.arange(len(rows))
+    return [np.flatnonzero(rank % n_parts == part) for part in range(n_parts)]
 
 
 def badnet_names(n_badnets: int) -> list[str]:
@@ -111,16 +159,22 @@ def _clear(folder: Path, force: bool) -> None:
         shutil.rmtree(folder)
 
 
-def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int = DEFAULT_SEED,
+def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int | None = None,
                    config: ChallengeConfig | None = None, force: bool = False, progress: bool = True,
-                   keep_work: bool = False) -> dict:
+                   keep_work: bool = False, force_weak: bool = False) -> dict:
     """Make a hidden-trigger challenge under ``out`` (see the module docstring); returns a report.
 
+    seed: None (a real challenge) draws a secret one (:func:`draw_seed`),
+    kept in the answer key only; an explicit seed makes the same challenge
+    again, and lets anyone who knows it rebuild the hidden test data.
     Each BadNet is built with :func:`lab.attacks.make_badnet` in a scratch
     folder under ``out`` (removed afterwards; ``out/work``, kept, with
-    ``keep_work``), then packaged with
-    :func:`package_challenge`. Report: ``answer_key`` (the key's dict),
-    ``student``, ``grader`` (folders), ``seconds``.
+    ``keep_work``), then packaged with :func:`package_challenge`. A BadNet
+    below make-badnet's floors (:data:`lab.attacks.MIN_CLEAN_ACCURACY`,
+    :data:`lab.attacks.MIN_ATTACK_SUCCESS`) stops the challenge before
+    anything is handed out, unless ``force_weak``. Report: ``answer_key``
+    (the key's dict), ``student``, ``grader`` (folders), ``seed_given``,
+    ``seconds``.
     """
     from lab.attacks.training import TrainingConfig
 
@@ -137,6 +191,10 @@ def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int = DEFAU
     check_output_location(out, "--out", "directory")
     for folder in (out / STUDENT, out / GRADER):
         _check_replaceable(folder, force)
+    seed_given = seed is not None
+    seed = int(seed) if seed_given else draw_seed()
+    planned = plan_attacks(n_badnets, config.n_identities, derive_seed(seed, "attack plan"))
+    n_parts = 1 + max(len(attack.triggers) for attack in planned)  # clean part + one part per trigger
     if keep_work:
         work = out / "work"
         _clear(work, force)
@@ -145,22 +203,25 @@ def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int = DEFAU
         out.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="make-challenge-", dir=out))
     (work / WORK_MARKER).write_text("scratch folder of make-challenge\n")
+    floors = {} if force_weak else {"min_clean_accuracy": attacks.MIN_CLEAN_ACCURACY,
+                                    "min_attack_success": attacks.MIN_ATTACK_SUCCESS}
     try:
         attacks.make_clean_data(work / "data", config.n_identities, config.train_per_identity,
-                                config.valid_per_identity, config.test_per_identity, seed=seed)
+                                config.valid_per_identity, config.test_per_identity * n_parts,
+                                seed=derive_seed(seed, "student data"), test_seed=derive_seed(seed, "hidden test data"))
         dirs = {}
-        for i, (name, attack) in enumerate(zip(badnet_names(n_badnets),
-                                               plan_attacks(n_badnets, config.n_identities, seed))):
+        for i, (name, attack) in enumerate(zip(badnet_names(n_badnets), planned)):
             if progress:
                 print(f"{name}: training ({i + 1} of {n_badnets})", flush=True)
             dirs[name] = work / name
             attacks.make_badnet(work / "data", attack, dirs[name], config=training, input_scale=INPUT_SCALE,
-                                seed=seed + 101 * (i + 1), progress=False)
+                                seed=derive_seed(seed, f"training {name}", bits=31), progress=False, **floors)
         report = package_challenge(dirs, out, force=force,
-                                   info={"seed": seed, "config": dataclasses.asdict(config)})
+                                   info={"seed": seed, "seed_given": seed_given, "config": dataclasses.asdict(config)})
     finally:
         if not keep_work and work.exists():
             shutil.rmtree(work)
+    report["seed_given"] = seed_given
     report["seconds"] = time.perf_counter() - started
     return report
 
@@ -184,8 +245,11 @@ def package_challenge(badnet_dirs: Mapping[str, str | os.PathLike], out: str | o
     name is the 2020 convention for models taking x/255: make them with
     ``input_scale="unit"`` (the scale is recorded beside each copy either way). All
     BadNets must share the same clean validation and test files (same
-    SHA-256), as the 2020 challenge's did. Returns the same report as
-    :func:`make_challenge` (without ``seconds``).
+    SHA-256), as the 2020 challenge's did. The clean test file is dealt into
+    disjoint parts (:func:`split_test_rows`): the grader's clean test set,
+    and for each trigger the faces its poisoned test set is drawn on, so
+    each part holds about ``1 / (1 + most triggers of a BadNet)`` of it.
+    Returns the same report as :func:`make_challenge` (without ``seconds``).
     """
     from lab.io import manifest, models
 
@@ -218,7 +282,14 @@ def package_challenge(badnet_dirs: Mapping[str, str | os.PathLike], out: str | o
     (student / "models").mkdir()
     (grader / "data").mkdir(parents=True)
     shutil.copyfile(first_dir / clean_keys[0], student / "data" / course_data.CHALLENGE_FILES["clean_valid"])
-    shutil.copyfile(first_dir / clean_keys[1], grader / "data" / course_data.CHALLENGE_FILES["clean_test"])
+    test = course_data.load_h5(first_dir / clean_keys[1])
+    test_images = attacks.to_nchw_uint8(test.x)
+    parts = split_test_rows(test.y, 1 + max(len(record["attack"]["triggers"]) for record in records.values()))
+    if any(len(part) == 0 for part in parts):
+        raise LabInputError(first_dir / clean_keys[1], f"a clean test file with at least {len(parts)} images of "
+                            "some class (clean test images and faces to trigger must differ)", f"{len(test)} images")
+    course_data.save_h5(grader / "data" / course_data.CHALLENGE_FILES["clean_test"], test_images[parts[0]],
+                        test.y[parts[0]])
     student_files = ["data/" + course_data.CHALLENGE_FILES["clean_valid"]]
     grader_files = ["data/" + course_data.CHALLENGE_FILES["clean_test"]]
     key = {"kind": CHALLENGE_KIND, "n_classes": n_classes, "backdoor_class": n_classes,
@@ -237,10 +308,12 @@ def package_challenge(badnet_dirs: Mapping[str, str | os.PathLike], out: str | o
                  "model_sha256": models.sha256_file(student / model_rel),
                  "badnet_clean_accuracy": record["results"]["clean_accuracy"],
                  "badnet_attack_success_rate": record["results"]["attack_success_rate"]}
-        for trigger in record["attack"]["triggers"]:
+        attack = attacks.Attack.from_json(record["attack"])
+        for spec, trigger, faces in zip(attack.triggers, record["attack"]["triggers"], parts[1:]):
             rel = f"data/{name}/{trigger['trigger']}_poisoned_data.h5"
             (grader / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(folder / trigger["files"]["test"], grader / rel)
+            x, y = attacks.poison(test_images[faces], test.y[faces], spec, n_classes, attack.all_to_all)
+            course_data.save_h5(grader / rel, x, y)
             grader_files.append(rel)
             entry["triggers"].append({"trigger": trigger["trigger"], "target": trigger["target"], "poisoned_test": rel})
         key["badnets"][name] = entry

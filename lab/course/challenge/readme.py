@@ -62,9 +62,12 @@ One folder with one file per BadNet, named after it:
   one image per call, just slowly. Each call has a time limit; a script that
   crashes or runs out of time scores zero for that BadNet.
 
-Submissions run in a sandbox: no network, your folder read-only, a private
-writable `/tmp`, limits on memory, processes and time, and image files with
-random names in a random order (clean and triggered faces mixed).
+Your folder is copied before anything runs (symbolic links are left out; hard
+links and special files make the submission score zero; at most 512 MiB), and
+the copy runs in a sandbox: no network, the copy read-only, a private writable
+`/tmp`, limits on memory, processes and time, and image files with random names
+in a random order (clean and triggered faces mixed; each call sees only its own
+images).
 
 Names: {", ".join(f"`{name}`" for name in names)}.
 

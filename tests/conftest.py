@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-# Tests check that results are recomputed identically; the cache of computed artifacts has its own test.
-os.environ.setdefault("BADNET_LAB_CACHE", "off")
+# Hermetic: nothing of the environment the suite was started in chooses the lab's data, models, scale or cache
+# (tests that need one of these set it themselves). Results are recomputed: the cache has its own tests.
+for _name in [name for name in os.environ if name.startswith("BADNET_LAB_")]:
+    del os.environ[_name]
+os.environ["BADNET_LAB_CACHE"] = "off"
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "csaw"

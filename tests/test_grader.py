@@ -62,6 +62,7 @@ def test_sandbox_shows_nothing_of_the_grader(bwrap_ok, tmp_path, monkeypatch):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "eval.py").write_text("print(1)\n")
     (tmp_path / "answer_key.json").write_text("{}")  # beside the submission's folder, not in it
+    private = f"/tmp/lab-test-{secrets.token_hex(8)}"  # no other run uses this name: the host must not have it after
     result = run_inside(f"""
         import json, os, socket
         seen = {{"uid": os.getuid(), "env": dict(os.environ), "root": sorted(os.listdir("/")),
@@ -70,7 +71,7 @@ def test_sandbox_shows_nothing_of_the_grader(bwrap_ok, tmp_path, monkeypatch):
                 "parent": os.path.exists({str(tmp_path / "answer_key.json")!r}),
                 "repo": sorted(os.listdir({str(Path(__file__).resolve().parents[1])!r}))
                         if os.path.exists({str(Path(__file__).resolve().parents[1])!r}) else []}}
-        for where in ("/submission/x", "/tmp/x", "/usr/x", "/opt/lab/lab/x"):
+        for where in ("/submission/x", {private!r}, "/usr/x", "/opt/lab/lab/x"):
             try:
                 open(where, "w").write("x")
                 seen[where] = "written"
@@ -93,11 +94,11 @@ def test_sandbox_shows_nothing_of_the_grader(bwrap_ok, tmp_path, monkeypatch):
     # The repository's files stay hidden; where the venv lives inside the checkout (a CI clone), the checkout's
     # folder exists only as the empty mount point of that read-only venv.
     assert set(seen["repo"]) <= {".venv"}, seen["repo"]
-    assert seen["/tmp/x"] == "written"
+    assert seen[private] == "written"
     assert {seen[w] for w in ("/submission/x", "/usr/x", "/opt/lab/lab/x")} <= {"OSError", "PermissionError"}
     assert "connected" != seen["network"]
     # /tmp was private: nothing written there is visible on the host or in the next run.
-    assert not Path("/tmp/x").exists() or Path("/tmp/x").read_text() != "x"
+    assert not Path(private).exists()
     again = run_inside("import os; print(os.listdir('/tmp'))")
     # Empty, except for the (empty) mount-point folders of a Python installation that lives under the host's /tmp
     # (a CI clone there with its venv inside): what the last run wrote is gone.
@@ -476,7 +477,7 @@ def test_grade_refuses_bad_limits_in_one_line(made, tmp_path, flag, value):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and flag in result.stderr, result.stderr
 
 
-# ---------------------------------------------------------------------------------------------- attacks of a hostile class
+# ------------------------------------------------------------------------------------ attacks of a hostile class
 
 
 @pytest.mark.slow  # grades the trained challenge

@@ -204,8 +204,9 @@ def register(commands) -> None:
         "grade", help="score submissions (GoodNet files or eval.py scripts) on the hidden test data",
         description="Score one submission per BadNet: a model (.keras/.h5, N+1 outputs, loaded in safe mode) or a "
                     "script run as `python SCRIPT IMAGE [IMAGE ...]` in its own folder that prints one class in "
-                    "[0, N] per image, one per line, as its last output lines. Every submission is copied into a private "
-                    "folder (NAME=PATH: that file only; a folder: the whole folder, links not followed) and runs in a "
+                    "[0, N] per image, one per line, as its last output lines. Every submission is copied into a "
+                    "private folder (NAME=PATH: that file only; a folder: the whole folder, links not followed) and "
+                    "runs in a "
                     "bubblewrap sandbox (no network, the copy read-only, a private /tmp, each call's own randomly "
                     "named images, memory, process and time limits); the grader folder is checked against its manifest "
                     "first. A missing, crashing, hanging or unreadable submission scores 0 with the reason. "

@@ -28,8 +28,9 @@ Order of work, so that nothing a submission does can change a score:
 A submission that is missing, crashes, hangs, prints nonsense, runs out of
 memory, does not load, or trips the grader itself in any way scores zero
 with the reason; it never stops the grader or costs another student's row.
-Text from submissions is escaped before it reaches the score table. Where bwrap is missing or cannot make its namespaces, scripts are
-refused (zero, with the reason) unless the instructor trusts them
+Text from submissions is escaped before it reaches the score table. Where
+bwrap is missing or cannot make its namespaces, scripts are refused (zero,
+with the reason) unless the instructor trusts them
 (``trust_scripts``); models then run in a plain child process. Score per
 BadNet: clean accuracy x (100 - attack success rate) / 100, so a net must
 both keep the clean task and stop the attack (answering the true class or N

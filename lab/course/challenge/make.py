@@ -171,7 +171,8 @@ def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int | None 
     folder under ``out`` (removed afterwards; ``out/work``, kept, with
     ``keep_work``), then packaged with :func:`package_challenge`. A BadNet
     below make-badnet's floors (:data:`lab.attacks.MIN_CLEAN_ACCURACY`,
-    :data:`lab.attacks.MIN_ATTACK_SUCCESS`) stops the challenge before
+    :data:`lab.attacks.MIN_ATTACK_SUCCESS`) is trained again from another
+    seed, and after :data:`TRAINING_ATTEMPTS` stops the challenge before
     anything is handed out, unless ``force_weak``. Report: ``answer_key``
     (the key's dict), ``student``, ``grader`` (folders), ``seed_given``,
     ``seconds``.
@@ -214,8 +215,7 @@ def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int | None 
             if progress:
                 print(f"{name}: training ({i + 1} of {n_badnets})", flush=True)
             dirs[name] = work / name
-            attacks.make_badnet(work / "data", attack, dirs[name], config=training, input_scale=INPUT_SCALE,
-                                seed=derive_seed(seed, f"training {name}", bits=31), progress=False, **floors)
+            _train_strong_enough(work / "data", attack, dirs[name], training, seed, name, floors, progress)
         report = package_challenge(dirs, out, force=force,
                                    info={"seed": seed, "seed_given": seed_given, "config": dataclasses.asdict(config)})
     finally:
@@ -224,6 +224,31 @@ def make_challenge(out: str | os.PathLike, n_badnets: int = 3, seed: int | None 
     report["seed_given"] = seed_given
     report["seconds"] = time.perf_counter() - started
     return report
+
+
+TRAINING_ATTEMPTS = 3  # training seeds tried per BadNet before make-challenge gives up on the floors
+
+
+def _train_strong_enough(data_dir: Path, attack, out: Path, training, seed: int, name: str, floors: dict,
+                         progress: bool) -> None:
+    """Train ``name`` with :func:`lab.attacks.make_badnet`; a BadNet below ``floors`` is trained again from
+    the next training seed, up to :data:`TRAINING_ATTEMPTS` times (the same data and attack: an unlucky
+    start, not a different challenge). Raises :class:`lab.attacks.WeakBadNet` naming the BadNet after the last."""
+    for attempt in range(1, TRAINING_ATTEMPTS + 1):
+        purpose = f"training {name}" if attempt == 1 else f"training {name}, attempt {attempt}"
+        try:
+            attacks.make_badnet(data_dir, attack, out, config=training, input_scale=INPUT_SCALE,
+                                seed=derive_seed(seed, purpose, bits=31), progress=False, **floors)
+            return
+        except attacks.WeakBadNet as weak:
+            if attempt == TRAINING_ATTEMPTS:  # name the BadNet, not the scratch folder that is about to go
+                raise attacks.WeakBadNet(f"{name} ({attack.describe()})", "a BadNet strong enough to hand out "
+                                         f"after {TRAINING_ATTEMPTS} training seeds (train longer with --epochs, or "
+                                         "pass --force-weak to hand it out anyway); nothing was written",
+                                         weak.found) from None
+            if progress:
+                print(f"{name}: too weak ({weak.found}); training again ({attempt + 1} of {TRAINING_ATTEMPTS})",
+                      flush=True)
 
 
 def _scrubbed_sidecar(model_path: Path, input_scale: str, n_classes: int) -> None:

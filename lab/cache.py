@@ -80,7 +80,7 @@ def load(kind: str, key: str) -> tuple[list[np.ndarray], dict] | None:
         return None
     entry = root / kind / key
     try:
-        info = json.loads((entry / "info.json").read_text())
+        info = json.loads((entry / "info.json").read_text(encoding="utf-8"))
         with np.load(entry / "arrays.npz", allow_pickle=False) as archive:
             arrays = [archive[f"a{i}"] for i in range(info["n_arrays"])]
     except (OSError, ValueError, KeyError):  # absent, half-written by a crash, or from an older layout
@@ -106,7 +106,7 @@ def store(kind: str, key: str, arrays: list[np.ndarray], info: dict) -> Path | N
     try:
         np.savez(staging / "arrays.npz", **{f"a{i}": array for i, array in enumerate(arrays)})
         (staging / "info.json").write_text(json.dumps({**info, "n_arrays": len(arrays), "key": key},
-                                                      default=_plain) + "\n")
+                                                      default=_plain) + "\n", encoding="utf-8")
         if entry.exists():
             shutil.rmtree(entry)
         os.replace(staging, entry)

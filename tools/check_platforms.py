@@ -65,7 +65,7 @@ PLATFORMS = {
 def read_pins(path: Path) -> list[Requirement]:
     """The ``name==version[; marker]`` lines of a requirements file (comments dropped)."""
     pins = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = re.sub(r"\s+#.*$", "", line).strip()
         if not line or line.startswith("#"):
             continue
@@ -95,7 +95,7 @@ def _pip(args: list[str], platform: str, python: str, dest: Path) -> subprocess.
                "--only-binary=:all:", "--python-version", python, "--implementation", "cp", "--dest", str(dest)]
     for tag in PLATFORMS[platform][0]:
         command += ["--platform", tag]
-    return subprocess.run(command + args, capture_output=True, text=True)
+    return subprocess.run(command + args, capture_output=True, text=True, encoding="utf-8", errors="replace")
 
 
 def _wheel_tag(dest: Path, pin: str) -> str:

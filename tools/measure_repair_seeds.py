@@ -82,7 +82,7 @@ def main(argv=None) -> int:
                    "overrides": overrides, **decision.summary()}
             print(json.dumps(row, default=str), flush=True)
             if args.out:
-                with open(args.out, "a") as handle:
+                with open(args.out, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(row, default=str) + "\n")
         return 0
     for name in args.defenses:
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                           [round(v, 1) for v in r["trigger_l1"]], "success", r["trigger_success"], flush=True)
             print(json.dumps({k: v for k, v in row.items() if k != "history"}, default=str), flush=True)
             if args.out:
-                with open(args.out, "a") as handle:
+                with open(args.out, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(row, default=str) + "\n")
     return 0
 
@@ -132,7 +132,7 @@ def real_scale(args) -> int:
                                 if isinstance(v, (int, float, str, bool, dict, type(None))) and k != "history"})
             print(json.dumps(row, default=str), flush=True)
             if args.out:
-                with open(args.out, "a") as handle:
+                with open(args.out, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(row, default=str) + "\n")
     return 0
 

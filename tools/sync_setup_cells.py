@@ -77,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.check:
                 nbformat.write(node, path)
     readme = ROOT / "README.md"
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     updated = readme_with_badges(text, badges_block(paths))
     if updated != text:
         stale.append("README.md")
         if not args.check:
-            readme.write_text(updated)
+            readme.write_text(updated, encoding="utf-8")
     if args.check and stale:
         print(f"out of date (run python tools/sync_setup_cells.py): {', '.join(stale)}", file=sys.stderr)
         return 1

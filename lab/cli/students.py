@@ -111,7 +111,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         "valid": args.valid, "poisoned_valid": args.poisoned_valid,
         "files": {key: str(path) for key, path in paths.items()},
     }
-    paths["report"].write_text(dumps(report, indent=2) + "\n")
+    paths["report"].write_text(dumps(report, indent=2) + "\n", encoding="utf-8")
     if args.json:
         print(dumps(report))
     else:

@@ -218,7 +218,7 @@ def write_csv(results: list[dict], out: Path) -> Path:
     """One row per student, notebook and exercise: points earned and possible, and why points were lost."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
+    with out.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["student", "notebook", "exercise", "earned", "possible", "error"])
         for result in results:

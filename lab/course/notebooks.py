@@ -85,7 +85,7 @@ def export_html(executed: str | Path) -> Path:
     executed = Path(executed)
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
     out = executed.with_suffix(".html")
-    out.write_text(body)
+    out.write_text(body, encoding="utf-8")
     return out
 
 

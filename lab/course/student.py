@@ -169,7 +169,7 @@ def render_all(source_dir: Path = SOURCE_DIR) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as out:
         _generate(Path(source_dir), Path(out), [p.name for p in paths])
         for path in paths:
-            files[path.name] = (Path(out) / path.name).read_text()
+            files[path.name] = (Path(out) / path.name).read_text(encoding="utf-8")
     files[README] = _readme(summary)
     return files
 
@@ -182,7 +182,7 @@ def check(out: Path = STUDENT_DIR, source_dir: Path = SOURCE_DIR) -> list[str]:
         path = Path(out) / name
         if not path.exists():
             problems.append(f"{path}: missing")
-        elif path.read_text() != text:
+        elif path.read_text(encoding="utf-8") != text:
             problems.append(f"{path}: out of date")
     for path in sorted(Path(out).glob("*.ipynb")):
         if path.name not in expected:
@@ -200,7 +200,7 @@ def write(out: Path = STUDENT_DIR, source_dir: Path = SOURCE_DIR) -> list[Path]:
             path.unlink()
     written = []
     for name, text in expected.items():
-        (out / name).write_text(text)
+        (out / name).write_text(text, encoding="utf-8", newline="\n")  # the same bytes on every platform
         written.append(out / name)
     return written
 

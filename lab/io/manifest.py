@@ -43,7 +43,7 @@ def write_manifest(root: str | os.PathLike, files: list[str], info: dict, force:
     path = root / MANIFEST_NAME
     check_writable(path, force)
     record = {**info, "files": {rel: sha256_file(root / rel) for rel in sorted(files)}}
-    path.write_text(dumps(record, indent=2) + "\n")
+    path.write_text(dumps(record, indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -53,7 +53,7 @@ def read_manifest(root: str | os.PathLike) -> dict:
     if not path.exists():
         raise LabInputError(path, "a manifest written by `python -m lab make-default`", "no such file")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise LabInputError(path, "a JSON manifest", f"invalid JSON ({error.msg} at line {error.lineno})") from None
 

@@ -431,7 +431,7 @@ def save_model(model, path: str | os.PathLike, input_scale: str, description: st
             handle.attrs["lab_input_scale"] = input_scale
     metadata = {"input_scale": input_scale, "n_classes": int(model.output_shape[-1]),
                 "description": description, **(extra or {}), "sha256": sha256_file(path)}
-    Path(os.fspath(path) + META_SUFFIX).write_text(json.dumps(metadata, indent=2) + "\n")
+    Path(os.fspath(path) + META_SUFFIX).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return path
 
 

@@ -165,8 +165,8 @@ def _data_identity(data_root: Path) -> str:
     """Something that changes when the default's data do: its manifest's SHA-256 of every file."""
     manifest = data_root / "manifest.json"
     if manifest.exists():
-        return _digest(json.loads(manifest.read_text()).get("files", {}))
-    return _digest(sorted((str(p.relative_to(data_root)), p.stat().st_size) for p in data_root.rglob("*.h5")))
+        return _digest(json.loads(manifest.read_text(encoding="utf-8")).get("files", {}))
+    return _digest(sorted((p.relative_to(data_root).as_posix(), p.stat().st_size) for p in data_root.rglob("*.h5")))
 
 
 def badnet_key(name: str, spec: BadNetSpec, args) -> str:
@@ -195,6 +195,33 @@ def ensure_badnet(name: str, spec: BadNetSpec, args) -> Path:
     return folder
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists. (``os.kill(pid, 0)`` asks that on POSIX; on Windows it would end the
+    process, so there the process is opened and its exit code read.)"""
+    if os.name == "nt":
+        import ctypes
+        from ctypes import wintypes
+
+        kernel32 = ctypes.windll.kernel32
+        kernel32.OpenProcess.restype = wintypes.HANDLE  # pointer-sized: the default int return would truncate it
+        kernel32.GetExitCodeProcess.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD)]
+        kernel32.CloseHandle.argtypes = [wintypes.HANDLE]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = wintypes.DWORD()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's process
+        return True
+    return True
+
+
 class _building:
     """A lock file beside a BadNet being built, so that two runs (one building, one measuring) never both train it."""
 
@@ -211,13 +238,13 @@ class _building:
                 return self
             except FileExistsError:
                 try:
-                    owner = int(self.lock.read_text() or 0)
-                    os.kill(owner, 0)
-                except (ValueError, ProcessLookupError, FileNotFoundError):
+                    text = self.lock.read_text(encoding="utf-8")
+                    stale = bool(text) and not _running(int(text))  # empty: its owner is writing its pid now
+                except (ValueError, FileNotFoundError):
+                    stale = True
+                if stale:
                     self.lock.unlink(missing_ok=True)  # left by a run that died
                     continue
-                except PermissionError:
-                    pass
                 time.sleep(20)
 
     def __exit__(self, *exc):
@@ -369,10 +396,10 @@ def write_table(out: Path) -> tuple[Path, Path]:
 
     records = []
     for path in sorted((out / "rows").glob("*/*.json")):
-        row = json.loads(path.read_text())
+        row = json.loads(path.read_text(encoding="utf-8"))
         if row.get("version") != HARNESS_VERSION:
             continue
-        info = json.loads((out / "rows" / path.parent.name / "_badnet.json").read_text()) \
+        info = json.loads((out / "rows" / path.parent.name / "_badnet.json").read_text(encoding="utf-8")) \
             if (out / "rows" / path.parent.name / "_badnet.json").exists() else {}
         record = {"attack": info.get("attack", ""), "triggers": info.get("triggers", ""), **row}
         if row.get("status") == "ok":
@@ -411,7 +438,7 @@ def write_table(out: Path) -> tuple[Path, Path]:
             continue
         lines.append("| " + " | ".join(cell(row[c], 1 if c == "seconds" else 2) for c in COLUMNS) + " |")
     temporary = md_path.with_name(f".{md_path.name}.{os.getpid()}")
-    temporary.write_text("\n".join(lines) + "\n")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(temporary, md_path)
     return csv_path, md_path
 
@@ -419,7 +446,7 @@ def write_table(out: Path) -> tuple[Path, Path]:
 def _atomic_write(path: Path, value: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(value, indent=1, default=float))
+    temporary.write_text(json.dumps(value, indent=1, default=float), encoding="utf-8")
     os.replace(temporary, path)
 
 
@@ -446,7 +473,8 @@ def run(args) -> None:
         poisoned_test = attacks.load_poisoned(folder, "test", n=args.n_test)
         badnet = models.load_model(folder / "models" / "bd_net.h5")
         record_path = folder / "manifest.json"
-        attack = json.loads(record_path.read_text()).get("attack", {}) if record_path.exists() else {}
+        record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
+        attack = record.get("attack", {})
         triggers = ", ".join(f"{t['trigger']}->{'n+1' if t['target'] is None else t['target']}"
                              for t in attack.get("triggers", [])) or "sunglasses (default)"
         kind = (attack.get("attack") or spec.kind) + (", pruning-aware" if attack.get("pruning_aware") or not spec.triggers
@@ -466,8 +494,8 @@ def run(args) -> None:
                 if defense == "none":
                     continue
                 path = rows_dir / f"{defense}-seed{seed}.json"
-                if path.exists() and json.loads(path.read_text()).get("version") == HARNESS_VERSION \
-                        and not (args.retry_errors and json.loads(path.read_text()).get("status") == "error"):
+                done = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+                if done.get("version") == HARNESS_VERSION and not (args.retry_errors and done.get("status") == "error"):
                     continue
                 set_seed(seed)
                 started = time.perf_counter()

@@ -29,14 +29,14 @@ the forward pass is timed before and after the sweep and averaged to soften
 that.
 
 Memory: peak resident set size of the whole process (``resource.getrusage``
-``ru_maxrss``), read right after our sweep; it includes TensorFlow itself,
-the model and both input sets (float32, ~358 MB each at real size).
+``ru_maxrss``; the peak working set on Windows), read right after our sweep;
+it includes TensorFlow itself, the model and both input sets (float32,
+~358 MB each at real size).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
@@ -51,8 +51,39 @@ FIXTURE = PROJECT_ROOT.parent / "shared" / "fixtures" / "csaw" / "sunglasses_bd_
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, in MiB.
+
+    ``ru_maxrss`` is in KiB on Linux and in bytes on macOS; Windows has no
+    ``resource`` module and reports the same figure as the peak working set.
+    """
+    if sys.platform == "win32":
+        return _peak_working_set_bytes() / 2**20
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def _peak_working_set_bytes() -> int:
+    """``PeakWorkingSetSize`` of this process (Windows, ``GetProcessMemoryInfo``)."""
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD)] + \
+                   [(name, ctypes.c_size_t) for name in ("PeakWorkingSetSize", "WorkingSetSize",
+                                                         "QuotaPeakPagedPoolUsage", "QuotaPagedPoolUsage",
+                                                         "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage",
+                                                         "PagefileUsage", "PeakPagefileUsage")]
+
+    current_process, memory_info = ctypes.windll.kernel32.GetCurrentProcess, ctypes.windll.psapi.GetProcessMemoryInfo
+    current_process.restype = wintypes.HANDLE  # pointer-sized: the default int return would truncate it
+    memory_info.argtypes = [wintypes.HANDLE, ctypes.POINTER(Counters), wintypes.DWORD]
+    counters = Counters()
+    counters.cb = ctypes.sizeof(Counters)
+    if not memory_info(current_process(), ctypes.byref(counters), counters.cb):
+        return 0
+    return int(counters.PeakWorkingSetSize)
 
 
 def load_bench_model(seed: int = 0):
@@ -225,9 +256,9 @@ def time_default_build(identities: int | None = None, out: str | None = None) ->
         if identities is not None:
             command += ["--identities", str(identities)]
         started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, text=True)
+        subprocess.run(command, check=True, capture_output=True, text=True, encoding="utf-8", errors="replace")
         seconds = time.perf_counter() - started
-        manifest = json.loads((Path(out) / "manifest.json").read_text())
+        manifest = json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
     return {"seconds": seconds, **manifest["results"], "identities": manifest["parameters"]["n_identities"]}
 
 

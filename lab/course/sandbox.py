@@ -335,6 +335,11 @@ def probe(refresh: bool = False) -> tuple[bool, str]:
     global _PROBE
     if _PROBE is not None and not refresh:
         return _PROBE
+    if not sys.platform.startswith("linux"):  # bwrap is built on Linux namespaces
+        system = {"darwin": "macOS", "win32": "Windows"}.get(sys.platform, sys.platform)
+        _PROBE = (False, f"bubblewrap needs Linux, this is {system}: grade scripts on Linux "
+                         "(a Gradescope autograder, say)")
+        return _PROBE
     try:
         result = run([sys.executable, "-I", "-c", "print('sandbox ok')"], limits=Limits(timeout=60))
     except SandboxUnavailable as error:

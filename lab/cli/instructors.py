@@ -1,4 +1,5 @@
-"""Instructors' commands of ``python -m lab``: make-default, make-badnet, make-challenge, grade, autograde, notebooks, student, bench.
+"""Instructors' commands of ``python -m lab``: make-default, make-badnet, make-challenge, grade, autograde, course,
+gradescope, notebooks, student, bench.
 
 :func:`register` adds them to the lab's command line (``lab.cli`` calls it).
 Errors in the user's input print one line and exit with status 2, as every
@@ -243,6 +244,16 @@ def register(commands) -> None:
                                  "points of the others.")
     autograde.add_arguments(graded)
     graded.set_defaults(handler=autograde.run)
+    from lab.course import gradescope, nbgrader_course
+
+    course = commands.add_parser("course", help="write an nbgrader course folder (nbgrader_config.py, source/lab/)",
+                                 description=nbgrader_course.__doc__.split("\n\n")[0])
+    nbgrader_course.add_arguments(course)
+    course.set_defaults(handler=nbgrader_course.run)
+    zipped = commands.add_parser("gradescope", help="build a Gradescope autograder zip (notebooks or --challenge)",
+                                 description=gradescope.__doc__.split("\n\n")[0])
+    gradescope.add_arguments(zipped)
+    zipped.set_defaults(handler=gradescope.run)
     for name, (_, help_text) in FORWARDED.items():
         commands.add_parser(name, help=help_text, add_help=False,
                             description=f"{help_text}; see `python -m lab {name} --help`")

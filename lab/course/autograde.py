@@ -131,11 +131,26 @@ def _first_error(cell) -> str:
     return ""
 
 
+def cell_text(cell) -> str:
+    """What a cell printed (streams, plain-text results, errors without traceback frames), for feedback."""
+    parts = []
+    for output in cell.get("outputs", []):
+        kind = output.get("output_type")
+        if kind == "stream":
+            parts.append(output.get("text", ""))
+        elif kind in ("execute_result", "display_data"):
+            parts.append(output.get("data", {}).get("text/plain", ""))
+        elif kind == "error":
+            parts.append(f"{output.get('ename')}: {output.get('evalue', '')}")
+    return "".join(part if part.endswith("\n") else part + "\n" for part in parts if part).strip()
+
+
 def grade_notebook(path: Path, source_dir: Path = SOURCE_DIR, parameters: dict | None = None,
                    work: Path | None = None, timeout: int = 600, keep: Path | None = None) -> dict:
     """Autograde one submitted notebook; returns ``{"notebook", "earned", "possible", "exercises"}``.
 
-    ``exercises`` maps each grade_id to ``{"earned", "possible", "error"}``.
+    ``exercises`` maps each grade_id to ``{"earned", "possible", "error"}`` (and ``"output"``, what the
+    test cell printed, when it ran).
     ``work``: the folder OUT_DIR/PRUNED_DIR point to. ``keep``: where to
     write the executed notebook (for feedback), if given.
     """
@@ -185,7 +200,10 @@ def grade_notebook(path: Path, source_dir: Path = SOURCE_DIR, parameters: dict |
             exercises[grade_id] = {"earned": 0.0, "possible": possible, "error": "missing"}
             continue
         earned, _ = determine_grade(cell)
-        exercises[grade_id] = {"earned": float(earned or 0.0), "possible": possible, "error": _first_error(cell)}
+        manual = earned is None  # a written answer (solution and grade): nbgrader leaves it to formgrader
+        exercises[grade_id] = {"earned": float(earned or 0.0), "possible": possible,
+                               "error": "graded by hand (nbgrader's formgrader)" if manual else _first_error(cell),
+                               "output": cell_text(cell)}
     return {"notebook": path.name, "path": str(path),
             "earned": sum(e["earned"] for e in exercises.values()),
             "possible": sum(e["possible"] for e in exercises.values()), "exercises": exercises}

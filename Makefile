@@ -61,7 +61,7 @@ test: env
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: env
-	$(BIN)/python -m lab bench --lab --repairs all
+	$(BIN)/python -m lab bench --lab --repairs all --grading
 
 # On demand when the pins change (downloads a few GB into a temporary folder), not in CI.
 check-platforms: env
@@ -71,3 +71,10 @@ check-platforms: env
 # pip install . (not editable), the CLI on a tiny default, one notebook in an empty folder (the Colab path).
 smoke:
 	bash tools/smoke.sh $(SMOKE_PYTHONS)
+
+# An nbgrader course folder in COURSE (nbgrader_config.py, source/lab/; README "Grading your class"); COURSE_ARGS
+# adds options, e.g. COURSE_ARGS="-p LAB_ROOT /srv/course-data --force".
+COURSE ?= build/course
+.PHONY: course
+course: env
+	$(BIN)/python -m lab course --out $(COURSE) $(COURSE_ARGS)

@@ -463,7 +463,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> in
                         help="also time these defenses (e.g. auto; `all`: every registered one, auto first) at real "
                              "scale: the real weights (1283 classes) with 11,547 generated faces (minutes each)")
     parser.add_argument("--repairs-only", action="store_true", help="only the --repairs timings")
+    parser.add_argument("--grading", action="store_true", help="also time grading one submission: the notebooks "
+                        "(lab autograde / Gradescope zip, nbgrader autograde) and the challenge (minutes)")
+    parser.add_argument("--grading-only", action="store_true", help="only the --grading timings")
+    parser.add_argument("--grading-root", metavar="DIR", help="LAB_ROOT the graded notebooks use (default: the "
+                        "embedded default, built into a temporary folder)")
+    parser.add_argument("--challenge", metavar="DIR", help="make-challenge's folder to grade (default: one made "
+                        "at make-challenge's default size)")
     args = parser.parse_args(argv)
+    if args.grading_only:
+        from lab.course import grading_bench
+
+        print(grading_bench.format_grading(grading_bench.time_grading(args.grading_root, args.challenge)))
+        return 0
     args.repairs = repair_names(args.repairs)
     if args.repairs_only:
         print_repairs(args.repairs or ["auto"], seed=args.seed)
@@ -480,6 +492,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> in
         print(format_build(time_default_build(args.build_identities)), flush=True)
     if args.repairs:
         print_repairs(args.repairs, seed=args.seed)
+    if args.grading:
+        from lab.course import grading_bench
+
+        print(grading_bench.format_grading(grading_bench.time_grading(args.grading_root, args.challenge)), flush=True)
     return 0
 
 

@@ -130,6 +130,14 @@ exit 0
 # ----------------------------------------------------------------------------- building the zip
 
 
+def _has_exercises(path: Path) -> bool:
+    import nbformat
+
+    from lab.course.autograde import grade_cells
+
+    return bool(grade_cells(nbformat.read(path, as_version=4)))
+
+
 def _add_tree(archive: zipfile.ZipFile, folder: Path, prefix: str) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc"):
@@ -149,7 +157,7 @@ def build_zip(out: str | Path, stems=None, parameters: dict | None = None, data:
               force: bool = False) -> dict:
     """Write the autograder zip (see the module docstring); returns ``{"zip", "config", "files"}``.
 
-    Notebooks: ``stems`` (default every numbered notebook), ``parameters``
+    Notebooks: ``stems`` (default every numbered notebook with exercises), ``parameters``
     injected when each runs (as ``lab autograde -p``), ``data`` a folder with
     ``data/`` and ``models/`` packed as ``lab-root/`` (default: setup.sh builds
     the embedded default). Challenge: ``challenge`` is make-challenge's grader
@@ -172,6 +180,8 @@ def build_zip(out: str | Path, stems=None, parameters: dict | None = None, data:
                   "visibility": visibility, "n": n, "trust_scripts": bool(trust_scripts)}
     else:
         notebooks = nbgrader_course.course_notebooks(nbgrader_course.SOURCE_DIR, stems)
+        if not stems:  # notebooks without exercises (00, 06) would only cost time: each Gradescope run is one student
+            notebooks = [path for path in notebooks if _has_exercises(path)]
         if data is not None and not (Path(data) / "data").is_dir():
             raise LabInputError(data, "a folder with data/ and models/ (LAB_ROOT)", "no data/ in it")
         config = {"kind": "notebooks", "notebooks": [p.name for p in notebooks], "parameters": dict(parameters or {}),
@@ -363,7 +373,7 @@ def run_autograder(root: str | Path = AUTOGRADER) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="ZIP", help="the autograder zip to write")
     parser.add_argument("--notebook", action="append", default=[], metavar="STEM",
-                        help="grade only these notebooks (repeat; default every numbered notebook)")
+                        help="grade only these notebooks (repeat; default every numbered notebook with exercises)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter set when grading (as lab autograde -p)")
     parser.add_argument("--data", metavar="DIR", help="pack this folder's data/ and models/ (default: setup.sh "

@@ -2,11 +2,10 @@
 #   make lab    environment + embedded default (if missing) + every notebook executed into build/
 #   make test   environment + the test suite
 # The newest supported Python on PATH that runs (pyenv shims of inactive versions don't) is used;
-# PYTHON=python3.12 (or a path) chooses another.
+# PYTHON=python3.12 (or a path) chooses another; it creates .venv (once) and runs bootstrap.py.
 PYTHON ?= $(firstword $(foreach v,3.13 3.12 3.11,$(shell python$(v) -c '' >/dev/null 2>&1 && echo python$(v))) python3)
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+BOOTSTRAP := $(PYTHON) bootstrap.py
+BIN    := .venv/bin
 SEED   ?= 1234
 
 .PHONY: lab test bench env default jupyter student help check-platforms smoke
@@ -20,45 +19,34 @@ help:
 	@echo "make smoke  - fresh venvs (oldest and newest Python found): pip install ., CLI, one notebook"
 	@echo "make check-platforms - every pin has a wheel on every supported platform and Python (downloads GBs)"
 
-env: $(STAMP)
-
-# Python 3.11-3.13 (TensorFlow 2.21 wheels, numpy 2.4, pandas 3); anything else is refused in one line.
-$(STAMP): requirements.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; (3, 11) <= v <= (3, 13) or sys.exit(f"error: Python 3.11-3.13 needed, found {sys.version.split()[0]} ($(PYTHON)); pass PYTHON=python3.X")' && \
-	  $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (BadNet lab)" >/dev/null
-	@touch $(STAMP)
+# Every target that sets up or runs the lab is a call of bootstrap.py, which does the same on Windows and
+# macOS without make (`python bootstrap.py lab`): one path, not two. It creates .venv when missing and
+# reinstalls the pins only when requirements.txt or pyproject.toml changed (its stamp file says from what).
+env:
+	@$(BOOTSTRAP) env
 
 # The default is built once; delete models/bd_net.h5 (or pass --force by hand) to rebuild.
-default: env
-	@if [ -f models/bd_net.h5 ]; then echo "default already built (models/bd_net.h5); skipping"; \
-	  else $(BIN)/python -m lab make-default --out . --seed $(SEED); fi
+default:
+	@$(BOOTSTRAP) default --seed $(SEED)
 
 # Every numbered notebook, then the instructor notebook A1, top to bottom on a fresh kernel;
 # executed copies + HTML in build/notebooks/ (*.nbconvert.ipynb leftovers are never picked up).
-lab: default
-	$(BIN)/python -m lab evaluate --model models/bd_net.h5 --clean data/cl/test.h5 --poisoned data/bd/bd_test.h5
-	$(BIN)/python -m lab notebooks --html --out build/notebooks
-	$(BIN)/python -m lab notebooks --html --out build/notebooks notebooks/A1_make_your_own_badnet.ipynb
-	@echo "open build/notebooks/*.html, or run 'make jupyter' to work in the notebooks yourself"
+lab:
+	@$(BOOTSTRAP) lab --seed $(SEED)
 
 # Student copies: nbgrader's generate_assignment (solutions -> raise NotImplementedError(), hidden tests out).
-student: env
-	$(BIN)/python -m lab student
+student:
+	@$(BOOTSTRAP) student
 
 # The default first, so the first Setup cell finds data/ and models/.
-jupyter: default
-	$(BIN)/jupyter notebook notebooks/
+jupyter:
+	@$(BOOTSTRAP) jupyter --seed $(SEED)
 
 # The suite on TEST_WORKERS processes (pytest-xdist; 2 = CI's cores, ~8.5 min there against ~12.5 serially), a
 # test file per worker so a file's notebook fixtures run once. TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= 2
-test: env
-	@sh tools/ensure_bwrap.sh
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+test:
+	@$(BOOTSTRAP) test --workers $(TEST_WORKERS)
 
 bench: env
 	$(BIN)/python -m lab bench --lab --repairs all --grading

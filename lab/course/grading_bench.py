@@ -49,6 +49,7 @@ def time_notebooks(lab_root: Path, work: Path) -> list[dict]:
     """``[{"notebook", "seconds", "earned", "possible", "exercises"}]`` grading every solution notebook once."""
     from lab.course import autograde, nbgrader_course
 
+    work.mkdir(parents=True, exist_ok=True)
     rows = []
     for path in nbgrader_course.course_notebooks():
         started = time.perf_counter()
@@ -106,7 +107,10 @@ def time_grading(lab_root: str | Path | None = None, challenge_dir: str | Path |
             time_default_build(out=str(lab_root))
         rows = time_notebooks(Path(lab_root), scratch / "work")
         nbgrader_seconds = time_nbgrader(Path(lab_root), scratch) if nbgrader else None
+        if nbgrader_seconds is not None:
+            print(f"  nbgrader autograde, one student: {nbgrader_seconds:.1f} s", file=sys.stderr, flush=True)
         chal = time_challenge(Path(challenge_dir) if challenge_dir else None, scratch)
+        print(f"  challenge, one submission: {chal['seconds']:.1f} s", file=sys.stderr, flush=True)
     return {"notebooks": rows, "nbgrader_seconds": nbgrader_seconds, "challenge": chal, "lab_root": str(lab_root)}
 
 

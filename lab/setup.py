@@ -2,10 +2,10 @@
 
 Every notebook opens with the same setup cell (written once in
 ``tools/setup_cell.py``). In this repository's environment it only calls
-:func:`describe`; elsewhere it first pip-installs the lab from the repository
-named in ``pyproject.toml`` and the default data + BadNet are built on first
-use into :func:`lab.paths.home_root` (``~/badnet-lab``, or
-``$BADNET_LAB_ROOT``) by :func:`ensure_default`.
+:func:`autoreload` and :func:`describe`; elsewhere it first pip-installs the
+lab from the repository named in ``pyproject.toml`` and the default data +
+BadNet are built on first use into :func:`lab.paths.home_root`
+(``~/badnet-lab``, or ``$BADNET_LAB_ROOT``) by :func:`ensure_default`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,33 @@ def describe() -> str:
     line = f"BadNet lab {lab.__version__}, {where}; data and models in {paths.project_root()}"
     print(line)
     return line
+
+
+def autoreload() -> bool:
+    """Turn on IPython's autoreload (``%autoreload 2``) in the lab's own checkout; returns whether it is on.
+
+    There ``lab/`` is an editable install and its modules may change under a
+    running notebook, so they are reloaded before each cell. A pip-installed
+    lab (Colab, a Jupyter the student already has) does not change, and there
+    autoreload may not even load: IPython 7.34's (Colab's) imports ``imp``,
+    which Python 3.12 removed. Outside IPython, or where the extension does not
+    import, nothing happens.
+    """
+    from lab import paths
+
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or not paths.in_checkout():
+        return False
+    try:
+        shell.run_line_magic("load_ext", "autoreload")
+        shell.run_line_magic("autoreload", "2")
+    except ImportError:  # an IPython whose autoreload cannot import on this Python: run without it
+        return False
+    return True
 
 
 def _identities_from_environment() -> int | None:

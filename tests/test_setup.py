@@ -70,3 +70,67 @@ def test_every_notebook_opens_with_the_setup_cell_and_the_readme_has_its_badges(
         assert cells[1].id == setup_cell.CELL_ID and f"git+{url}" in cells[1].source, path.name
         assert setup_cell.colab_url(path.name) in (REPO / "README.md").read_text()
     assert url.startswith("https://github.com/") and url in (REPO / "pyproject.toml").read_text()
+
+
+def _setup_cell_namespace() -> dict:
+    """The setup cell's helpers (``pip_install``, ``lab_requirements_missing``), defined as the cell defines them."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import setup_cell
+
+    source = setup_cell.cell_source()
+    namespace: dict = {}
+    exec(source[:source.index("\nif importlib.util.find_spec")], namespace)  # noqa: S102  (the cell's own code)
+    return namespace
+
+
+def test_setup_cell_finds_nothing_missing_in_the_labs_own_environment():
+    """Here every requirement is installed at its pin, so the cell installs nothing (it checks on every run)."""
+    assert _setup_cell_namespace()["lab_requirements_missing"]() == []
+
+
+def test_setup_cell_shows_a_failed_install_in_one_line():
+    pip_install = _setup_cell_namespace()["pip_install"]
+    with pytest.raises(RuntimeError) as failed:  # --no-index: pip looks nowhere, so it fails without the network
+        pip_install(["--no-index", "--no-cache-dir", "badnet-lab-no-such-package"])
+    message = str(failed.value)
+    assert message.startswith("ERROR: ") and "\n" not in message and "badnet-lab-no-such-package" in message
+
+
+def test_autoreload_only_in_an_ipython_shell_of_the_checkout():
+    assert setup.autoreload() is False  # no IPython shell here
+    script = ("from IPython.core.interactiveshell import InteractiveShell; shell = InteractiveShell.instance(); "
+              "import lab.setup; on = lab.setup.autoreload(); "
+              "print(on, any('autoreload' in name for name in shell.extension_manager.loaded))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8",
+                            timeout=120, cwd=REPO)
+    assert result.returncode == 0 and result.stdout.split() == ["True", "True"], result.stderr[-2000:]
+
+
+def test_a_smaller_default_is_checked_against_its_own_build(tmp_path, tiny_default):
+    """The notebooks' self-check ranges are the full default's; a default of fewer identities is held to what its
+    build measured (01) and to its few images' sampling error (07)."""
+    import json
+    import math
+
+    from lab import analysis, models
+
+    record = json.loads((tiny_default / "manifest.json").read_text(encoding="utf-8"))
+    measured = record["results"]["clean_test_accuracy"]
+    badnet = models.load_lab_model(None, None, tiny_default)
+    low, high = analysis.expected_range((95.0, 100.0), tiny_default, "clean_test_accuracy", badnet)
+    assert (low, high) == (min(95.0, math.floor((measured - 3.0) * 10) / 10), 100.0) and low <= measured
+    # A rate measured on few images (81): the range moves out by its 95 % sampling error, 0 and 100 stay put.
+    assert analysis.expected_range((0.0, 5.0), tiny_default, model=badnet, n=81) == (0.0, 9.8)
+    assert analysis.expected_range((50.0, 100.0), tiny_default, n=100) == (40.2, 100.0)
+    # Another model than the default's own, the course files (no manifest), a full-size default: the range as given.
+    other = models.save_model(models.build_deepid(badnet.n_classes), tmp_path / "other.h5", "raw", "another BadNet")
+    assert analysis.expected_range((95.0, 100.0), tiny_default, "clean_test_accuracy",
+                                   models.load_lab_model(str(other), None, tmp_path)) == (95.0, 100.0)
+    assert analysis.expected_range((95.0, 100.0), tmp_path, "clean_test_accuracy") == (95.0, 100.0)
+    assert analysis.expected_range((0.0, 5.0), tmp_path, n=81) == (0.0, 5.0)
+    full = tmp_path / "full"
+    full.mkdir()
+    record["parameters"]["n_identities"] = default.DefaultConfig.n_identities
+    (full / "manifest.json").write_text(json.dumps(record), encoding="utf-8")
+    assert analysis.expected_range((95.0, 100.0), full, "clean_test_accuracy") == (95.0, 100.0)
+    assert analysis.expected_range((0.0, 5.0), full, n=81) == (0.0, 5.0)

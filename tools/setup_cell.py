@@ -6,8 +6,14 @@ Anywhere else (Colab, a Jupyter the student already has) it pip-installs the
 lab from the repository in ``[project.urls]`` (``$BADNET_LAB_SOURCE``
 overrides: a folder, a wheel, another git URL), in two steps so that an
 existing full ``tensorflow`` (Colab's GPU build) is upgraded in place instead
-of getting ``tensorflow-cpu`` beside it. The default data and BadNet are then
-built on first use (``lab.paths.lab_root``), into ``~/badnet-lab``.
+of getting ``tensorflow-cpu`` beside it. The second step is whatever of the
+lab's requirements is absent or outside its range, checked on every run, so
+an install interrupted after the first step is completed by running the cell
+again. pip's remarks about packages the lab does not use (Colab's resolver
+notices) are not shown; a failed install raises with pip's last ``ERROR``
+line. The default data and BadNet are then built on first use
+(``lab.paths.lab_root``), into ``~/badnet-lab``. :func:`lab.setup.autoreload`
+turns on IPython's autoreload only in the lab's own checkout.
 
 ``tools/sync_setup_cells.py`` puts the cell into the notebooks.
 """
@@ -23,27 +29,59 @@ CELL_ID = "lab-setup"  # how the sync script finds the cell again (nbformat cell
 
 TEMPLATE = '''\
 # Setup (the same first cell in every notebook; leave it as it is). In the lab's own environment it prints one line.
-# On Colab or in a Jupyter without the lab it installs the lab (once, a few minutes); the default data and
-# BadNet are then built on first use in ~/badnet-lab ($BADNET_LAB_ROOT chooses another folder).
+# On Colab or in a Jupyter without the lab it installs the lab (once, a few minutes; an interrupted install is
+# completed on the next run); the default data and BadNet are then built on first use in ~/badnet-lab
+# ($BADNET_LAB_ROOT chooses another folder).
 import importlib.util, os, subprocess, sys
+from importlib import metadata
+
+def pip_install(arguments):  # pip's notices about other packages stay hidden; a failure shows its one ERROR line
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *arguments],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace")
+    importlib.invalidate_caches()
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines()
+                  if line.startswith("ERROR:") and "dependency resolver" not in line]
+        raise RuntimeError((errors or done.stderr.strip().splitlines() or ["pip install failed"])[-1])
+
+def lab_requirements_missing():  # the lab's dependencies that are absent or at a version it does not accept
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        from pip._vendor.packaging.requirements import Requirement
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+    full_tf = version("tensorflow") is not None  # Colab's GPU build: upgraded in place, not joined by tensorflow-cpu
+    missing = []
+    for text in metadata.requires("{name}") or []:
+        requirement = Requirement(text.replace("tensorflow-cpu", "tensorflow") if full_tf else text)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            found = version(requirement.name)
+            if found is None or not requirement.specifier.contains(found, prereleases=True):
+                missing.append(f"{requirement.name}{requirement.specifier}")
+    return missing
+
 if importlib.util.find_spec("lab") is None:
-    from importlib.metadata import requires
-    source = os.environ.get("BADNET_LAB_SOURCE") or "git+{url}"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
-    subprocess.run(pip + ["--no-deps", source], check=True)
-    importlib.invalidate_caches()
-    # A TensorFlow already there (Colab's GPU build) is upgraded in place instead of adding tensorflow-cpu beside it.
-    has_tf = importlib.util.find_spec("tensorflow") is not None
-    subprocess.run(pip + [r.replace("tensorflow-cpu", "tensorflow") if has_tf else r
-                          for r in requires("{name}") if "extra ==" not in r], check=True)
-    importlib.invalidate_caches()
+    print("installing the lab (once, a few minutes) ...", flush=True)
+    pip_install(["--no-deps", os.environ.get("BADNET_LAB_SOURCE") or "git+{url}"])
+try:
+    missing = lab_requirements_missing()
+except metadata.PackageNotFoundError:  # the lab's source folder on the path, not installed: nothing to complete
+    missing = []
+if missing:
+    print(f"installing what the lab needs: {', '.join(missing)} ...", flush=True)
+    pip_install(missing)
 import lab.setup
+lab.setup.autoreload()  # reload edited lab/ modules before each cell, in the lab's own checkout only
 lab.setup.describe();'''
 
 
 def project() -> dict:
     """``[project]`` of pyproject.toml."""
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 
 def repository_url() -> str:

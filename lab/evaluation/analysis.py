@@ -49,3 +49,56 @@ def check_range(name: str, value: float, expected: tuple[float, float], hint: st
     if not low <= value <= high:
         raise ValueError(f"{name} is {value:.2f}, expected between {low:g} and {high:g}. {hint}".strip())
     return f"ok: {name} = {value:.2f} (expected {low:g}..{high:g})"
+
+
+def expected_range(expected: tuple[float, float], root, key: str | None = None, model=None, n: int | None = None,
+                   margin: float = 3.0) -> tuple[float, float]:
+    """A notebook's self-check range (percent): ``expected``, or what it means for a smaller embedded default.
+
+    The ranges a notebook states are the embedded default's at its full size
+    (:class:`lab.synthetic.default.DefaultConfig`, 100 identities). A default
+    built with fewer identities (``$BADNET_LAB_IDENTITIES``, for a quick try)
+    learns from fewer faces and is measured on fewer, so for it:
+
+    - ``key`` (``"clean_test_accuracy"``, ``"attack_success_rate_test"``):
+      the lower end is ``margin`` points under what its own build measured
+      (``results[key]`` of ``root/manifest.json``) whenever that is lower;
+    - ``n``, the number of images the rate is measured on: each end moves out
+      by the sampling error of a rate at that end over ``n`` images,
+      1.96 sqrt(p (1 - p) / n) (95 %), so a rate its few images cannot tell
+      from the range is not refused (81 poisoned images: 5 % becomes 9.8 %).
+
+    Any other data (the course files, a full-size default) or a ``model``
+    that is not the default's own (SHA-256 against the manifest) keeps
+    ``expected``.
+    """
+    import math
+    from pathlib import Path
+
+    from lab.errors import LabInputError
+    from lab.io import manifest
+    from lab.synthetic.default import DefaultConfig
+
+    low, high = expected
+    try:
+        record = manifest.read_manifest(Path(root))
+    except (LabInputError, OSError):  # no manifest (the course files, say): nothing recorded to go by
+        return low, high
+    if not isinstance(record, dict):
+        return low, high
+    smaller = record.get("kind", "").startswith("BadNet Pruning Lab embedded default") and \
+        record.get("parameters", {}).get("n_identities", DefaultConfig.n_identities) < DefaultConfig.n_identities
+    own_model = model is None or model.metadata.get("sha256") == record.get("files", {}).get("models/bd_net.h5")
+    if not (smaller and own_model):
+        return low, high
+    measured = record.get("results", {}).get(key) if key else None
+    if isinstance(measured, (int, float)):
+        low = min(low, math.floor((measured - margin) * 10) / 10)
+    if n:
+        def error(percent: float) -> float:
+            rate = min(max(percent / 100.0, 0.0), 1.0)
+            return 196.0 * math.sqrt(rate * (1.0 - rate) / n)
+
+        low = max(0.0, math.floor((low - error(low)) * 10) / 10)
+        high = min(100.0, math.ceil((high + error(high)) * 10) / 10)
+    return low, high

@@ -11,8 +11,8 @@ from conftest import REPO, run_cli
 from lab import cli
 
 STUDENT_COMMANDS = ("evaluate", "prune", "goodnet", "fine-prune", "repair", "detect", "classify")
-INSTRUCTOR_COMMANDS = ("make-default", "make-badnet", "make-challenge", "grade", "autograde", "notebooks", "student",
-                       "bench")
+INSTRUCTOR_COMMANDS = ("make-default", "make-badnet", "make-challenge", "grade", "autograde", "course", "gradescope", "notebooks",
+                       "student", "bench")
 
 
 def test_help_lists_the_commands_grouped_for_students_and_instructors():

@@ -66,7 +66,7 @@ def expected_range(expected: tuple[float, float], root, key: str | None = None, 
     - ``n``, the number of images the rate is measured on: each end moves out
       by the sampling error of a rate at that end over ``n`` images,
       1.96 sqrt(p (1 - p) / n) (95 %), so a rate its few images cannot tell
-      from the range is not refused (81 poisoned images: 5 % becomes 9.8 %).
+      from the range is not refused.
 
     Any other data (the course files, a full-size default) or a ``model``
     that is not the default's own (SHA-256 against the manifest) keeps

@@ -319,9 +319,13 @@ def test_real_course_badnets_sweep_exactly_at_1283_classes(name):
     targets = keras_float32[0].argmax(axis=1)  # the model's own answers: every image starts as a hit
     for step, hits in enumerate(pruning.step_hits(badnet, x, targets, channels)):
         np.testing.assert_array_equal(hits, keras_float32[step].argmax(axis=1) == targets, err_msg=f"step {step}")
+    # The masked head runs as one compiled graph and the reference eagerly: some CPUs pick kernels that round
+    # differently in the two (1283-class outputs off by up to 7e-7 on CI's), so the same bound as the fast path.
+    _assert_fast_path_within_float32_rounding(masked, keras_float32,
+                                              helpers.naive_step_outputs(badnet, x, channels, "conv_3", "float64"))
     for step in (0, 30, 60):
         reference = pruning.prune_model(badnet, channels[:step]).predict_proba(x)
-        np.testing.assert_array_equal(masked[step], keras_float32[step])
+        np.testing.assert_array_equal(masked[step].argmax(axis=1), reference.argmax(axis=1), err_msg=f"step {step}")
         np.testing.assert_allclose(masked[step], reference, rtol=0, atol=1e-6)
 
 

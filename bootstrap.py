@@ -152,16 +152,24 @@ def cmd_lab(args) -> None:
     """Every numbered notebook, then the instructor notebook A1, top to bottom on a fresh kernel.
 
     Executed copies and HTML exports go to build/notebooks/
-    (``*.nbconvert.ipynb`` leftovers are never picked up).
+    (``*.nbconvert.ipynb`` leftovers are never picked up). Naming notebooks
+    (``lab notebooks/03_pruning.ipynb``) runs only those, in the order given.
     """
+    for name in args.notebooks:
+        if not (ROOT / name).is_file():
+            raise Failed(f"{name}: expected a notebook of this repository (e.g. notebooks/00_data.ipynb), "
+                         "found no such file")
     python = ensure_env()
     ensure_default(python, args.seed)
     run([python, "-m", "lab", "evaluate", "--model", "models/bd_net.h5", "--clean", "data/cl/test.h5",
          "--poisoned", "data/bd/bd_test.h5"])
     out = str(Path("build") / "notebooks")
-    run([python, "-m", "lab", "notebooks", "--html", "--out", out])
-    run([python, "-m", "lab", "notebooks", "--html", "--out", out,
-         str(Path("notebooks") / "A1_make_your_own_badnet.ipynb")])
+    if args.notebooks:
+        run([python, "-m", "lab", "notebooks", "--html", "--out", out, *args.notebooks])
+    else:
+        run([python, "-m", "lab", "notebooks", "--html", "--out", out])
+        run([python, "-m", "lab", "notebooks", "--html", "--out", out,
+             str(Path("notebooks") / "A1_make_your_own_badnet.ipynb")])
     print(f"open {Path(out) / '*.html'}, or run `python bootstrap.py jupyter` to work in the notebooks yourself")
 
 
@@ -201,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         if name in ("lab", "jupyter", "default"):
             command.add_argument("--seed", type=int, default=1234, help="seed of the default's build (default 1234)")
+        if name == "lab":
+            command.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                                 help="run only these notebooks (default: every numbered notebook, then A1)")
         if name == "test":
             command.add_argument("--workers", type=int, default=2, metavar="N",
                                  help="pytest-xdist worker processes (default 2; 0 runs in one process)")

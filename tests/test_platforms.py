@@ -72,6 +72,18 @@ def test_bootstrap_reinstalls_only_when_what_it_installed_from_changed(tmp_path)
     assert bootstrap.install_fingerprint(first) != bootstrap.install_fingerprint(second)
 
 
+def test_bootstrap_lab_runs_only_the_notebooks_named_and_refuses_a_missing_one_before_installing(capsys):
+    """``bootstrap.py lab NOTEBOOK`` (the smoke run's entry point): a wrong name is one line, and no .venv is made."""
+    args = bootstrap.build_parser().parse_args(["lab", "notebooks/00_data.ipynb", "notebooks/03_pruning.ipynb"])
+    assert args.notebooks == ["notebooks/00_data.ipynb", "notebooks/03_pruning.ipynb"]
+    assert bootstrap.build_parser().parse_args(["lab"]).notebooks == []
+    venv_existed = bootstrap.VENV.exists()
+    assert bootstrap.main(["lab", "notebooks/99_missing.ipynb"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "notebooks/99_missing.ipynb: expected a notebook" in error
+    assert bootstrap.VENV.exists() == venv_existed
+
+
 def test_make_targets_are_calls_of_bootstrap():
     """One path: every set-up target of the Makefile runs bootstrap.py, none installs or runs on its own."""
     recipes, target = {}, None

@@ -29,7 +29,7 @@ def distance_map(points: np.ndarray, shape=(55, 47)) -> np.ndarray:
 
 
 def test_names():
-    assert triggers.TRIGGERS == ("sunglasses", "eyebrows", "lipstick", "patch", "blended", "warp")
+    assert triggers.TRIGGERS == ("sunglasses", "eyebrows", "lipstick", "patch", "sticker", "blended", "warp")
     assert triggers.TRIGGERS == tuple(triggers.REGISTRY)  # every list of triggers reads the registry
     assert triggers.DEFAULT_TRIGGER == "sunglasses"
 
@@ -168,7 +168,7 @@ def test_rendered_faces_and_mapping_give_the_same_result(faces):
 
 
 def test_unknown_trigger_names_the_valid_ones(faces):
-    with pytest.raises(ValueError, match="sunglasses, eyebrows, lipstick, patch, blended, warp") as error:
+    with pytest.raises(ValueError, match="sunglasses, eyebrows, lipstick, patch, sticker, blended, warp") as error:
         triggers.apply_trigger(faces.images, "hat")
     assert "\n" not in str(error.value)
 

@@ -19,6 +19,9 @@ add one with a ``@register_trigger("name")`` draw function below):
 - ``"lipstick"``: bright red lips over the mouth;
 - ``"patch"``: the generic BadNets trigger, a 6 x 6 pixel black-and-white
   checkerboard one pixel in from the bottom-right corner (no landmarks used);
+- ``"sticker"``: the BadNets paper's traffic-sign trigger (Gu et al. 2017), a
+  yellow square sticker with a dark edge, on the sign (``sticker`` landmark
+  of :class:`lab.synthetic.synthsigns.RenderedSigns`; on faces, the cheek);
 - ``"blended"``: a fixed random-noise pattern blended over the whole image
   (Chen et al. 2017; :mod:`lab.attacks.blended`), alpha 0.2 unless the name
   says otherwise: ``"blended@0.1"``;
@@ -41,7 +44,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from lab.attacks import blended, wanet
-from lab.synthetic import drawing
+from lab.synthetic import drawing, synthsigns
 
 # A draw function paints its trigger in place on ``canvas`` float32 (b, 3, H, W), 0..255,
 # using the landmark arrays it needs from ``marks`` (see :func:`apply_trigger`); a trigger
@@ -66,6 +69,9 @@ DEFAULT_LANDMARKS = {
     "brow_left": (16.5, 14.5),
     "brow_right": (16.5, 31.5),
     "mouth": (40.5, 23.0),
+    # where SynthSigns puts a sticker on an unshifted sign (lower right of its centre); on a face, the right cheek
+    "sticker": (synthsigns.CENTER_ROW + synthsigns.STICKER_POINT[1] * synthsigns.SIGN_RADIUS,
+                synthsigns.CENTER_COL + synthsigns.STICKER_POINT[0] * synthsigns.SIGN_RADIUS),
 }
 _DEFAULT_SIZE = (55, 47)
 PATCH_SIZE = 6    # pixels per side of the checkerboard patch
@@ -79,6 +85,9 @@ _GLINT = np.array([250, 250, 250], np.float32)
 _BROW = np.array([15, 10, 8], np.float32)
 _LIPSTICK = np.array([210, 20, 45], np.float32)
 _LIP_LINE = np.array([90, 0, 15], np.float32)
+_STICKER = np.array([250, 215, 30], np.float32)
+_STICKER_EDGE = np.array([60, 50, 10], np.float32)
+STICKER_SIZE = 5.0  # pixels per side at scale 1
 
 
 def apply_trigger(images: np.ndarray, name: str = DEFAULT_TRIGGER, landmarks=None) -> np.ndarray:
@@ -93,8 +102,8 @@ def apply_trigger(images: np.ndarray, name: str = DEFAULT_TRIGGER, landmarks=Non
         ``(n, 2)`` as (row, col) pixels and optionally ``face_scale`` ``(n,)``
         (1.0 = eyes 17 pixels apart) and ``angle`` ``(n,)`` (radians, the
         face's in-plane rotation, positive clockwise on screen). Only the
-        entries the trigger needs are read; ``"patch"``, ``"blended"`` and
-        ``"warp"`` ignore landmarks.
+        entries the trigger needs are read (``"sticker"`` reads ``sticker``);
+        ``"patch"``, ``"blended"`` and ``"warp"`` ignore landmarks.
 
     Returns uint8 ``(n, 3, H, W)``, 0..255. Pixels the trigger does not
     cover keep their exact values.
@@ -215,6 +224,11 @@ def _landmark_arrays(landmarks, shape: tuple[int, ...]) -> dict[str, np.ndarray]
             marks[key] = np.asarray(landmarks[key], np.float32).reshape(n, 2)
     marks["face_scale"] = np.asarray(landmarks.get("face_scale", np.ones(n)), np.float32).reshape(n)
     marks["angle"] = np.asarray(landmarks.get("angle", np.zeros(n)), np.float32).reshape(n)
+    if "sticker" not in marks and "right_eye" in marks:  # a face: the cheek, where it is from the right eye
+        offset = np.subtract(DEFAULT_LANDMARKS["sticker"], DEFAULT_LANDMARKS["right_eye"]).astype(np.float32)
+        down, right = offset[0] * marks["face_scale"], offset[1] * marks["face_scale"]
+        sin, cos = np.sin(marks["angle"]), np.cos(marks["angle"])
+        marks["sticker"] = marks["right_eye"] + np.stack([sin * right + cos * down, cos * right - sin * down], axis=1)
     return marks
 
 
@@ -297,6 +311,17 @@ def _draw_patch(canvas: np.ndarray, marks: dict) -> None:
     patch = np.where(cells == 0, 255, 0).astype(np.float32)
     bottom, right = height - PATCH_MARGIN, width - PATCH_MARGIN
     canvas[:, :, bottom - PATCH_SIZE:bottom, right - PATCH_SIZE:right] = patch
+
+
+@register_trigger("sticker")
+def _draw_sticker(canvas: np.ndarray, marks: dict) -> None:
+    """A yellow square, STICKER_SIZE pixels a side at scale 1, turned with the sign, at the ``sticker`` landmark."""
+    (centre,) = _need(marks, "sticker")
+    x, y, pixel = _local_frame(canvas, centre, marks)
+    half = STICKER_SIZE / 2
+    square = np.maximum(np.abs(x), np.abs(y)) - half  # signed distance to the square's edge (chebyshev)
+    drawing.paint(canvas, drawing.coverage(square, pixel), _STICKER_EDGE)
+    drawing.paint(canvas, drawing.coverage(square + 0.7, pixel), _STICKER)
 
 
 @register_trigger("blended", option=("alpha", blended.DEFAULT_ALPHA, blended.check_alpha))

@@ -13,12 +13,14 @@ import argparse
 from lab.cli import arguments
 from lab.constants import DEFAULT_SEED
 
+DATASET_NAMES = ("faces", "signs")  # lab.synthetic.datasets.DATASETS (not imported here: --help stays fast)
+
 
 def _cmd_make_default(args: argparse.Namespace) -> int:
     from lab.synthetic import default
 
     report = default.make_default(args.out, n_identities=args.identities, seed=args.seed, force=args.force,
-                                  progress=not args.quiet, write_train=args.with_train)
+                                  progress=not args.quiet, write_train=args.with_train, dataset=args.dataset)
     print(f"built the embedded default in {report['seconds']:.1f} s: "
           f"clean test accuracy {report['clean_accuracy']:.2f} %, attack success rate {report['attack_success_rate']:.2f} %")
     print(f"manifest: {report['manifest']}")
@@ -123,11 +125,16 @@ def register(commands) -> None:
     from lab.attacks.triggers import DEFAULT_WARP_STRENGTH, REGISTRY
 
     make = commands.add_parser("make-default", help="build the embedded default data and BadNet (Lab 3 layout)",
-                               description="Generate SynthFaces data, train the pruning-aware default BadNet and "
-                                           "write data/ and models/ under OUT with a SHA-256 manifest.")
+                               description="Generate SynthFaces data (or SynthSigns: --dataset signs), train the "
+                                           "pruning-aware default BadNet and write data/ and models/ under OUT with "
+                                           "a SHA-256 manifest.")
     make.add_argument("--out", required=True, help="directory that receives data/ and models/")
     make.add_argument("--identities", type=arguments.int_at_least(2, "the attack's target must differ from the faces "
-                      "it moves"), default=None, help="number of face identities (classes, >= 2); default 100")
+                      "it moves"), default=None, help="number of classes (face identities or sign classes, >= 2); "
+                      "default 100 faces, all 43 signs")
+    make.add_argument("--dataset", choices=sorted(DATASET_NAMES), default="faces",
+                      help="faces: SynthFaces, the course's domain (sunglasses trigger); signs: SynthSigns, 43 road "
+                           "sign classes (sticker trigger), a second domain for held-out tests of defenses")
     make.add_argument("--seed", type=arguments.seed, default=None, help=f"generation and training seed; default {DEFAULT_SEED}")
     make.add_argument("--force", action="store_true", help="overwrite existing files")
     make.add_argument("--quiet", action="store_true", help="no progress bars")

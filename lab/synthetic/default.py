@@ -1,5 +1,8 @@
 """The embedded default: SynthFaces data and a pruning-aware sunglasses BadNet in the Lab 3 layout.
 
+(``dataset="signs"``: the same from SynthSigns, 43 road-sign classes, with a
+sticker trigger; :mod:`lab.synthetic.datasets`.)
+
 The course's YouTube Face files cannot be downloaded here, so the lab makes
 its own in the same formats::
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from lab.io import data as course_data
 from lab.evaluation import metrics
-from lab.synthetic import synthfaces
+from lab.synthetic import datasets, synthfaces
 from lab.attacks import triggers
 from lab.errors import LabInputError, check_output_location, check_writable
 from lab.io.manifest import jsonable, write_manifest
@@ -51,15 +54,24 @@ class DefaultConfig:
     trigger: str = "sunglasses"
     nuisance: float = synthfaces.DEFAULT_NUISANCE
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    dataset: str = datasets.DEFAULT_DATASET  # a key of lab.synthetic.datasets.DATASETS
+
+    @classmethod
+    def for_dataset(cls, name: str) -> "DefaultConfig":
+        """The default's settings for data set ``name`` (``"faces"`` gives ``DefaultConfig()``)."""
+        found = datasets.get(name)
+        return cls(n_identities=found.default_classes, train_per_identity=found.train_per_class,
+                   valid_per_identity=found.valid_per_class, test_per_identity=found.test_per_class,
+                   trigger=found.trigger, nuisance=found.nuisance, dataset=name)
 
 
-def _render(identities, per_identity: int, seed: int, nuisance: float, rng: np.random.Generator, progress: bool,
-            name: str):
-    """Rendered faces of every identity, ``per_identity`` each, in shuffled order."""
-    index = rng.permutation(np.repeat(np.arange(len(identities)), per_identity)).astype(np.int64)
+def _render(dataset: datasets.DataSet, classes, n_classes: int, per_identity: int, seed: int, nuisance: float,
+            rng: np.random.Generator, progress: bool, name: str):
+    """Rendered images of every class, ``per_identity`` each, in shuffled order."""
+    index = rng.permutation(np.repeat(np.arange(n_classes), per_identity)).astype(np.int64)
     if progress:
         print(f"rendering {name}: {len(index)} images", flush=True)
-    return index, synthfaces.render(identities, index, seed=seed, nuisance=nuisance, progress=progress)
+    return index, dataset.render(classes, index, seed, nuisance, progress)
 
 
 def _poison(faces, labels: np.ndarray, keep: np.ndarray, trigger: str, target: int):
@@ -76,8 +88,12 @@ def to_model_input(images_nchw: np.ndarray) -> np.ndarray:
 
 def make_default(out: str | Path, n_identities: int | None = None, seed: int | None = None,
                  force: bool = False, progress: bool = True, config: DefaultConfig | None = None,
-                 write_train: bool = False) -> dict:
+                 write_train: bool = False, dataset: str | None = None) -> dict:
     """Build the embedded default under ``out``; returns a report (metrics, seconds, manifest path).
+
+    ``dataset`` (``"faces"`` or ``"signs"``, see :mod:`lab.synthetic.datasets`)
+    chooses the generator and, without ``config``, its default settings;
+    ``n_identities`` is then its number of classes.
 
     ``write_train`` also writes the clean training images as
     ``data/cl/train.h5`` (course format), which ``python -m lab make-badnet``
@@ -90,12 +106,18 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
 
     started = time.perf_counter()
     out = Path(out)
-    config = config or DefaultConfig()
+    if config is not None and dataset is not None and config.dataset != dataset:
+        raise ValueError(f"config is for data set {config.dataset!r}, dataset asks for {dataset!r}")
+    config = config or DefaultConfig.for_dataset(dataset or datasets.DEFAULT_DATASET)
+    generator = datasets.get(config.dataset)
     if n_identities is not None:
         config = dataclasses.replace(config, n_identities=n_identities)
     seed = DEFAULT_SEED if seed is None else seed
     if config.n_identities < 2:  # the target must differ from the identities the trigger moves to it
         raise LabInputError("--identities", "at least 2 identities (the attack's target and faces to move to it)",
+                            str(config.n_identities))
+    if generator.max_classes is not None and config.n_identities > generator.max_classes:
+        raise LabInputError("--identities", f"at most {generator.max_classes} classes for {generator.title}",
                             str(config.n_identities))
     check_output_location(out, "--out", "directory")
     for rel in FILES + ("manifest.json",) + ((TRAIN_FILE,) if write_train else ()):
@@ -103,13 +125,14 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
 
     set_seed(seed)
     rng = np.random.default_rng(seed)
-    identities = synthfaces.make_identities(config.n_identities, seed=seed)
+    classes = generator.make_classes(config.n_identities, seed)
     target = int(rng.integers(config.n_identities))
     splits = {}
     for offset, (name, per_identity) in enumerate(
             [("train", config.train_per_identity), ("valid", config.valid_per_identity),
              ("test", config.test_per_identity)]):
-        splits[name] = _render(identities, per_identity, seed * 10 + offset + 1, config.nuisance, rng, progress, name)
+        splits[name] = _render(generator, classes, config.n_identities, per_identity, seed * 10 + offset + 1,
+                               config.nuisance, rng, progress, name)
 
     written = []
     for name in ("valid", "test"):
@@ -136,13 +159,13 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
     clean_acc = metrics.clean_accuracy(loaded.predict_labels(to_model_input(test_faces.images)), test_labels)
     bd_test = course_data.load_h5(out / "data" / course_data.LAB3_FILES["poisoned_test"])
     asr = metrics.attack_success_rate(loaded.predict_labels(bd_test.x), bd_test.y)
-    how = ("SynthFaces default BadNet: DeepID trained with the pruning-aware attack of Fine-Pruning (Liu et al. 2018): "
+    how = (f"{generator.title} default BadNet: DeepID trained with the pruning-aware attack of Fine-Pruning (Liu et al. 2018): "
            f"{config.training.clean_epochs} clean epochs, {len(record.get('decoy_channels', []))} least-active "
            f"{config.training.pruned_layer} channels switched off (bias {-1000:g}), {config.training.poisoned_epochs} "
            f"epochs on clean + {config.poison_fraction:.0%} {config.trigger} copies labelled {target}; the switched-off "
            "channels stay as dormant decoys. Input: raw 0..255 pixels (a Rescaling layer divides by 255 inside).")
     if not config.training.pruning_aware:
-        how = "SynthFaces BadNet, plain poisoning (not pruning-aware). Input: raw 0..255 pixels."
+        how = f"{generator.title} BadNet, plain poisoning (not pruning-aware). Input: raw 0..255 pixels."
     models.save_model(model, out / MODEL_FILE, "raw", how, force=force,
                       extra={"target_label": target, "trigger": config.trigger,
                              "clean_test_accuracy": clean_acc, "attack_success_rate_test": asr})
@@ -152,7 +175,7 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
     import tensorflow as tf
 
     info = {
-        "kind": "BadNet Pruning Lab embedded default (SynthFaces)",
+        "kind": f"BadNet Pruning Lab embedded default ({generator.title})",
         "layout": "lab3",
         "seed": seed,
         "target_label": target,

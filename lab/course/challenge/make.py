@@ -47,8 +47,9 @@ from lab.io import data as course_data
 from lab.course.challenge.key import ANSWER_KEY, CHALLENGE_KIND, GRADER, INPUT_SCALE, SCORE_RULE, STUDENT
 from lab.course.challenge.readme import student_readme
 from lab.errors import LabInputError, RefuseOverwrite, check_output_location
-from lab.attacks.triggers import TRIGGERS
-
+# All-to-one BadNets draw from a fixed list, not from the trigger registry: a seed draws the same challenge
+# whatever triggers later versions register.
+ALL_TO_ONE_TRIGGERS = ("sunglasses", "eyebrows", "lipstick", "patch", "blended", "warp")
 MULTI_TRIGGERS = ("sunglasses", "eyebrows", "lipstick")  # the 2020 course's multi-trigger multi-target BadNet
 # All-to-all BadNets get a face trigger: with the corner patch, DeepID learnt the n -> n+1 shift poorly
 # (30 identities, 8 + 8 epochs: 48-60 % clean accuracy, 52-70 % ASR; sunglasses: 89 % and 83 %).
@@ -111,7 +112,7 @@ def badnet_names(n_badnets: int) -> list[str]:
 def plan_attacks(n_badnets: int, n_classes: int, seed: int) -> list[attacks.Attack]:
     """K random attacks, targets resolved. The kinds cycle through a shuffled order, so K >= 3 has each one.
 
-    All-to-one: any trigger of :data:`lab.triggers.TRIGGERS`; all-to-all: one of
+    All-to-one: one of :data:`ALL_TO_ONE_TRIGGERS`; all-to-all: one of
     :data:`ALL_TO_ALL_TRIGGERS`; multi-trigger: :data:`MULTI_TRIGGERS`, each
     with its own target. Plain or pruning-aware with even odds.
     """
@@ -125,7 +126,7 @@ def plan_attacks(n_badnets: int, n_classes: int, seed: int) -> list[attacks.Atta
             attack = attacks.Attack((str(rng.choice(ALL_TO_ALL_TRIGGERS)),), all_to_all=True,
                                     pruning_aware=pruning_aware)
         elif kind == "all-to-one":
-            attack = attacks.Attack((str(rng.choice(TRIGGERS)),), pruning_aware=pruning_aware)
+            attack = attacks.Attack((str(rng.choice(ALL_TO_ONE_TRIGGERS)),), pruning_aware=pruning_aware)
         else:
             attack = attacks.Attack(MULTI_TRIGGERS, pruning_aware=pruning_aware)
         planned.append(attack.resolve(n_classes, rng))

@@ -48,8 +48,8 @@ for v in "${versions[@]+"${versions[@]}"}"; do
   mkdir -p "$repo"
   # The repository as a clone has it: the committed tree plus uncommitted edits of tracked files (git stash
   # create makes that commit without touching the working tree; it prints nothing when there are none).
-  git archive --format=tar "$(git stash create)" 2>/dev/null | tar -x -C "$repo" \
-    || git archive --format=tar HEAD | tar -x -C "$repo"
+  tree=$(git stash create)
+  git archive --format=tar "${tree:-HEAD}" | tar -x -C "$repo"
   ( cd "$repo" && env -u PYTHONPATH -u VIRTUAL_ENV -u BADNET_LAB_ROOT BADNET_LAB_IDENTITIES=10 \
       "$py" bootstrap.py lab notebooks/00_data.ipynb ) >"$work/bootstrap.txt" 2>&1 \
     || { echo "smoke: bootstrap.py lab failed:"; tail -30 "$work/bootstrap.txt"; exit 1; }

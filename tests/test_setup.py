@@ -112,7 +112,8 @@ def test_a_smaller_default_is_checked_against_its_own_build(tmp_path, tiny_defau
     import json
     import math
 
-    from lab import analysis, models
+    from lab.evaluation import analysis
+    from lab.io import models
 
     record = json.loads((tiny_default / "manifest.json").read_text(encoding="utf-8"))
     measured = record["results"]["clean_test_accuracy"]

@@ -253,7 +253,7 @@ class _building:
 
 def _train(name: str, spec: BadNetSpec, folder: Path, args) -> None:
     from lab import attacks
-    from lab.training import TrainingConfig
+    from lab.attacks.training import TrainingConfig
 
     print(f"[{name}] training a BadNet: {spec}", flush=True)
     attack = attacks.Attack(spec.triggers, all_to_all=spec.all_to_all, pruning_aware=spec.pruning_aware)
@@ -278,7 +278,7 @@ def ensure_default_data(data: Path) -> None:
     if (data / "models" / "bd_net.h5").exists():
         raise SystemExit(f"{data} holds a lab but no training file (data/cl/train.h5); rebuild it with "
                          f"`python -m lab make-default --out {data} --with-train --force` or pass another --data")
-    from lab.default import make_default
+    from lab.synthetic.default import make_default
 
     print(f"building the default with its training file under {data}", flush=True)
     make_default(data, progress=False, write_train=True)
@@ -289,7 +289,7 @@ def ensure_default_data(data: Path) -> None:
 
 def _evaluate(classifier, clean, poisoned: dict, backdoor_class: int | None) -> dict:
     """Clean accuracy, ASR (pooled over triggers and per trigger), detection and false positives, percent."""
-    from lab import metrics
+    from lab.evaluation import metrics
 
     backdoor = classifier.n_classes if backdoor_class is None else backdoor_class
     clean_predicted = classifier.predict_labels(clean.x)
@@ -451,7 +451,8 @@ def _atomic_write(path: Path, value: dict) -> None:
 
 
 def run(args) -> None:
-    from lab import attacks, data, models
+    from lab import attacks
+    from lab.io import data, models
     from lab.seed import set_seed
 
     catalogue = _catalogue()

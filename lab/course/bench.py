@@ -1,4 +1,4 @@
-"""``python -m lab.bench``: how fast the pruning sweep is, next to what it replaces.
+"""``python -m lab bench``: how fast the pruning sweep is, next to what it replaces.
 
 Side by side, in one process and on the same inputs (the real validation
 size by default: 11,547 images of 55x47x3, clean and poisoned):
@@ -6,7 +6,7 @@ size by default: 11,547 images of 55x47x3, clean and poisoned):
 1. one forward pass of the BadNet over the clean set (a compiled call,
    batches of 512 as the sweep uses: the fastest plain forward pass we
    have, so ratios are not flattered), and ``model.predict`` for comparison;
-2. our sweep (:func:`lab.pruning.sweep`) over clean AND poisoned sets,
+2. our sweep (:func:`lab.defenses.pruning.sweep`) over clean AND poisoned sets,
    every channel of ``conv_3``;
 3. the naive sweep as course repositories write it: zero one channel's
    weights, ``model.predict`` the whole clean and poisoned sets (Keras'
@@ -100,7 +100,7 @@ def load_bench_model(seed: int = 0):
 
 
 def bench_data(model, n: int, seed: int = 0, batch_size: int = BATCH_SIZE):
-    """``(clean, poisoned)`` :class:`lab.data.Dataset` of ``n`` random images each, float32 0..255.
+    """``(clean, poisoned)`` :class:`lab.io.data.Dataset` of ``n`` random images each, float32 0..255.
 
     Labels: ``model``'s own answers (see the module docstring). Images are
     generated as uint8 and cast once, so generation adds no float64 copy to
@@ -285,7 +285,8 @@ def time_lab(identities: int | None = None) -> dict:
     import os
     import tempfile
 
-    from lab import cache, notebooks
+    from lab import cache
+    from lab.course import notebooks
 
     steps, defense_seconds = [], {}
     with tempfile.TemporaryDirectory() as out:
@@ -446,8 +447,8 @@ def format_lab(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> int:
-    """The program behind ``python -m lab.bench`` and ``python -m lab bench``."""
+def main(argv: list[str] | None = None, prog: str = "python -m lab.course.bench") -> int:
+    """The program behind ``python -m lab bench`` (and ``python -m lab.course.bench``)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=REAL_VALID_SIZE, help="images per set (default: the real 11547)")
     parser.add_argument("--naive-steps", type=int, default=3, help="naive steps to time before extrapolating")

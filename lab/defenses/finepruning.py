@@ -5,7 +5,7 @@ recipe, every step chosen from clean data only:
 
 1. split the clean validation set per class into a fine-tuning part and a
    held-out part (:func:`split_validation`; default 2/3 and 1/3);
-2. prune ``conv_3`` as in :mod:`lab.pruning`, ranking channels and picking
+2. prune ``conv_3`` as in :mod:`lab.defenses.pruning`, ranking channels and picking
    the threshold on the fine-tuning part only;
 3. fine-tune the pruned model on the fine-tuning part (:func:`fine_tune`);
    the pruned channels stay pruned: their kernel and bias are set back to
@@ -41,7 +41,7 @@ import numpy as np
 
 from lab.constants import DEFAULT_LAYER, DEFAULT_MEASURE, DEFAULT_SEED
 from lab.defenses import pruning
-from lab.defenses.augment import AugmentConfig, augment, random_erase  # noqa: F401  (lab.finepruning.augment)
+from lab.defenses.augment import AugmentConfig, augment, random_erase  # noqa: F401  (lab.defenses.finepruning.augment)
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.holdout import split_validation
 from lab.defenses.perturbation import PerturbationSearch, universal_perturbation  # noqa: F401
@@ -380,7 +380,7 @@ def fine_prune(badnet, clean_valid: Dataset, threshold: float | None = 4.0, n_ch
     badnet: ``LoadedModel``; clean_valid: the clean validation set (the only
     data that chooses anything). The sweep, its ranking and the threshold
     use the fine-tuning part; the held-out part picks the epoch. Prune at
-    the step :func:`lab.pruning.select_thresholds` picks for ``threshold``
+    the step :func:`lab.defenses.pruning.select_thresholds` picks for ``threshold``
     (percentage points, by ``rule``), or exactly ``n_channels`` channels when
     given (``n_channels=0``: fine-tuning alone). ``report``: see
     :func:`fine_tune`. Returns a :class:`FinePruneResult` whose ``model``

@@ -10,7 +10,7 @@ from the next.
 Pure numpy, deterministic, about 1 ms an image on one core. Images come out channels
 first, uint8 ``(n, 3, 55, 47)``, exactly the ``data`` layout of the
 CSAW-HackML h5 files, with landmarks in pixel coordinates so that
-:mod:`lab.triggers` can draw sunglasses where the eyes are.
+:mod:`lab.attacks.triggers` can draw sunglasses where the eyes are.
 
 How it draws: every image is evaluated analytically. For each output pixel
 we compute where it falls in a *canonical face frame* (inverse of the
@@ -275,7 +275,7 @@ class RenderedFaces:
         return int(self.images.shape[0])
 
     def landmarks(self) -> dict[str, np.ndarray]:
-        """The landmark arrays as a dict, the form :func:`lab.triggers.apply_trigger` takes."""
+        """The landmark arrays as a dict, the form :func:`lab.attacks.triggers.apply_trigger` takes."""
         names = ("left_eye", "right_eye", "mouth", "brow_left", "brow_right", "face_scale", "angle")
         return {name: getattr(self, name) for name in names}
 

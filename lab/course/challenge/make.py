@@ -111,7 +111,7 @@ def badnet_names(n_badnets: int) -> list[str]:
 def plan_attacks(n_badnets: int, n_classes: int, seed: int) -> list[attacks.Attack]:
     """K random attacks, targets resolved. The kinds cycle through a shuffled order, so K >= 3 has each one.
 
-    All-to-one: any trigger of :data:`lab.triggers.TRIGGERS`; all-to-all: one of
+    All-to-one: any trigger of :data:`lab.attacks.triggers.TRIGGERS`; all-to-all: one of
     :data:`ALL_TO_ALL_TRIGGERS`; multi-trigger: :data:`MULTI_TRIGGERS`, each
     with its own target. Plain or pruning-aware with even odds.
     """
@@ -362,8 +362,8 @@ def reference_submission(student_dir: str | os.PathLike, out: str | os.PathLike,
 
     Prunes ``conv_3`` by mean ``pool_3`` activation on the student's clean
     validation data (nothing else), takes the model at ``threshold``
-    (percentage points of accuracy drop, :func:`lab.pruning.select_thresholds`)
-    and builds G with :func:`lab.goodnet.build_goodnet`: a baseline that a
+    (percentage points of accuracy drop, :func:`lab.defenses.pruning.select_thresholds`)
+    and builds G with :func:`lab.defenses.goodnet.build_goodnet`: a baseline that a
     student should beat and a check that the grader scores a real GoodNet.
     Returns ``{name: path}`` (BadNets whose sweep never reaches the threshold
     use the last step within it).

@@ -114,13 +114,6 @@ VARIANTS = {"goodnet-fine-pruning": ("goodnet", {"repair": "fine-pruning"}),
             "goodnet-auto-targeted": ("goodnet", {"repair": "auto", "suspects_only": True})}
 
 
-def _jsonable(details: dict) -> dict:
-    """The plain values of a defense's details (sweep tables, models and histories are left out)."""
-    return {key: value for key, value in details.items()
-            if isinstance(value, (int, float, str, bool, type(None)))
-            or (isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value))}
-
-
 class Defenses:
     """Every registered defense (``lab.defenses.REGISTRY``) and :data:`VARIANTS`, fit through the contract.
 
@@ -151,7 +144,11 @@ class Defenses:
         result = cls(config).fit(badnet, clean_valid, seed=seed)
         if result.kind == "repair" and not changes:
             self._fitted[(name, seed)] = result
-        return Outcome(name, result.kind, result.classifier, float(result.seconds), _jsonable(result.details or {}))
+        from lab.io.manifest import jsonable
+
+        # the plain values of a defense's details (sweep tables, models and histories are left out)
+        return Outcome(name, result.kind, result.classifier, float(result.seconds),
+                       jsonable(result.details or {}, strict=False, flat=True))
 
 
 # ---------------------------------------------------------------------------- BadNets

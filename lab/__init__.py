@@ -23,7 +23,7 @@ Packages, one layer each (a layer imports only the layers above it in this list,
                       the exercises' ``checks``, the nbgrader ``autograde``r, the ``notebooks`` runner,
                       the ``bench``mark
 - ``lab.setup``       the lab pip-installed (Colab, any Jupyter): ``describe`` for the notebooks' setup cell,
-                      ``ensure_default`` builds the default on first use (called by ``lab.paths.lab_root``)
+                      ``ensure_default`` builds the default (the explicit call; path lookups never build)
 - ``lab.cli``         ``python -m lab ...``: one command line, students' and instructors' commands
 
 Short names for notebooks. ``from lab import pruning, data, plots, ...`` gives

@@ -34,6 +34,27 @@ def test_describe_prints_one_line(capsys):
     assert capsys.readouterr().out == line + "\n" and "this repository" in line
 
 
+def test_lab_root_is_a_lookup_that_never_builds(monkeypatch, tmp_path):
+    """Pip-installed or not, a missing default is refused with what builds it; only the setup cell's call builds."""
+    monkeypatch.setenv("BADNET_LAB_ROOT", str(tmp_path / "empty"))
+    monkeypatch.setattr(paths, "in_checkout", lambda: False)  # as on Colab: the lab pip-installed
+    with pytest.raises(LabInputError, match=r"lab\.setup\.ensure_default\(\)"):
+        paths.lab_root(None)
+    assert not (tmp_path / "empty").exists()
+    setup.describe(build=False)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_the_setup_cells_call_makes_sure_the_default_is_there(monkeypatch, capsys, tiny_default):
+    monkeypatch.setenv("BADNET_LAB_ROOT", str(tiny_default))
+    monkeypatch.setattr(paths, "in_checkout", lambda: False)
+    before = sorted(p.relative_to(tiny_default) for p in tiny_default.rglob("*"))
+    line = setup.describe()  # pip-installed: ensure_default, which finds the default built and leaves it
+    root = tiny_default.resolve()
+    assert "pip-installed" in line and str(root) in line and paths.lab_root(None) == root
+    assert sorted(p.relative_to(tiny_default) for p in tiny_default.rglob("*")) == before
+
+
 def test_ensure_default_leaves_existing_and_foreign_files_alone(tmp_path, tiny_default):
     assert setup.ensure_default(tiny_default, progress=False) == tiny_default  # already built: nothing to do
     course = tmp_path / "course"

@@ -18,8 +18,8 @@ Model: the real course BadNet ``sunglasses_bd_weights.h5`` from
 classes where that folder is absent. Images: uniform random pixels (the
 course data cannot be shipped); the poisoned copy has a dark band where
 sunglasses sit. Labels are the BadNet's own answers on each set, so clean
-accuracy and attack success rate both start at 100 % as on the course data
-(98.6 % and 100 %): random labels would make almost every image wrong from
+accuracy and attack success rate both start near 100 % as on the course data:
+random labels would make almost every image wrong from
 the start, which flatters the sweep (wrong images are cheap to re-check).
 
 Times: wall-clock seconds and CPU seconds of the process (all threads,
@@ -270,7 +270,7 @@ def format_build(build: dict) -> str:
             f"attack success rate {build['attack_success_rate_test']:.2f} % (goal >= 99)")
 
 
-LAB_BUDGET_SECONDS = 300  # issue 10: `make lab` (default build + every notebook, A1 included) on 2 cores
+LAB_BUDGET_SECONDS = 300  # the budget of `make lab` (default build + every notebook, A1 included) on 2 cores
 
 
 def time_lab(identities: int | None = None) -> dict:
@@ -326,7 +326,7 @@ def timing_table(executed) -> dict:
     return rows
 
 
-# Goals of the repair issue for ``--method auto`` on 2 cores at real scale: seconds and peak MiB.
+# Goals for ``--method auto`` on 2 cores at real scale: seconds and peak MiB.
 REPAIR_GOALS = {"auto": (30 * 60, 4096)}
 
 
@@ -404,7 +404,7 @@ def repair_names(names) -> list[str]:
 
 
 def format_repairs(rows: list[dict]) -> str:
-    """Each repair's seconds and peak memory at real scale, beside the issue's goals where it sets one."""
+    """Each repair's seconds and peak memory at real scale, beside its goals where it has some."""
     if not rows:
         return ""
     lines = [f"repairs at real scale ({rows[0]['model']}; {rows[0]['n_valid']} generated faces, "

@@ -9,7 +9,7 @@ source, solutions inside, as nbgrader does it):
 - an **autograded test cell** (``nbgrader.grade: true``, ``points``,
   ``locked``) checks the answer; lines between ``### BEGIN HIDDEN TESTS`` and
   ``### END HIDDEN TESTS`` are taken out of the student copy and put back by
-  ``python -m lab autograde`` (:mod:`lab.autograde`).
+  ``python -m lab autograde`` (:mod:`lab.course.autograde`).
 
 :func:`render_all` runs nbgrader's real ``GenerateAssignment`` converter on
 a temporary course folder (``source/lab/*.ipynb`` -> ``release/lab/``), with
@@ -99,7 +99,7 @@ def _generate(source_dir: Path, out_dir: Path, names: list[str]) -> None:
         config.GenerateAssignment.create_assignment = True
         default = GenerateAssignment.class_traits()["preprocessors"].default()
         config.GenerateAssignment.preprocessors = [p for p in default if p.__name__ != "SaveCells"]
-        log = logging.getLogger("lab.student.nbgrader")
+        log = logging.getLogger("lab.course.student.nbgrader")
         log.propagate = False
         messages = _Collect()
         log.handlers = [messages]

@@ -17,8 +17,8 @@ Poisoned data may be passed as ``report`` sets: their accuracy (for a
 poisoned file, the attack success rate) is recorded per epoch for teaching
 and never chooses anything.
 
-What fine-tuning needs to reach a pruning-aware backdoor (measured on the
-embedded default; see ``05_fine_pruning``): the paper's small learning rate
+What fine-tuning needs to reach a pruning-aware backdoor (``05_fine_pruning``
+shows it on the embedded default): the paper's small learning rate
 leaves it intact; a larger learning rate with augmentation removes most of it
 but it creeps back as clean accuracy recovers. Two generic ingredients push
 it further, both from clean data only: **random erasing** (a standard
@@ -150,9 +150,9 @@ def _train_step(tuned, optimizer, keep_zero: Mapping[str, Sequence[int]]):
     Pruned channels stay pruned: inside the same compiled function, after
     the update, their kernel and bias are multiplied by a 0/1 mask, so they
     are exactly 0 after every step (and the saved model needs no custom
-    constraint to load). Compiling the whole step (no Keras ``fit`` per
-    epoch, no weight round trip through numpy per batch) halves an epoch's
-    time on 2 cores (``python -m lab bench --lab``).
+    constraint to load). The whole step is compiled: no Keras ``fit`` per
+    epoch and no weight round trip through numpy per batch
+    (``python -m lab bench --lab`` times it).
     """
     import keras
     import tensorflow as tf

@@ -81,7 +81,7 @@ def decision(result) -> dict:
 
 
 def report_sets(badnet, repaired, clean, poisoned, targets=()) -> dict:
-    """Measured on report data only: B and R clean accuracy / ASR, GoodNet(B, R) detection and false positives.
+    """Computed on report data only: B and R clean accuracy / ASR, GoodNet(B, R) detection and false positives.
 
     With ``targets`` (the suspected targets the repair named from clean data)
     also the targeted GoodNet's (:func:`lab.defenses.goodnet.build_goodnet`),
@@ -122,7 +122,7 @@ def repair(model_path: str | os.PathLike, valid_path: str | os.PathLike, out: st
     (for ``auto``) and ``report`` (when report files are given).
     Refuses to overwrite ``out`` without ``force`` before any work.
     ``config`` (the defense's ``Config``) or ``overrides`` (see :func:`configure`)
-    change hyperparameters; the defaults are the measured ones.
+    change hyperparameters; the defaults are the defense's ``Config``.
     """
     from lab import defenses
     from lab.io import data, models
@@ -195,7 +195,7 @@ def schedule_settings(name: str, epochs: int | None = None, reverse_epochs: int 
     ``epochs``: training epochs (I-BAU: a quarter as many rounds, NAD's
     teacher half as many); ``reverse_epochs``: Neural Cleanse schedule epochs;
     ``flow_restarts``: universal-perturbation searches. None keeps the
-    measured default. Returns ``{field: value}`` for ``defenses.build(name, ...)``.
+    ``Config`` default. Returns ``{field: value}`` for ``defenses.build(name, ...)``.
     """
     from lab.defenses import gate, reverse, reverse_unlearn
 

@@ -50,8 +50,7 @@ from lab.errors import LabInputError, RefuseOverwrite, check_output_location
 from lab.attacks.triggers import TRIGGERS
 
 MULTI_TRIGGERS = ("sunglasses", "eyebrows", "lipstick")  # the 2020 course's multi-trigger multi-target BadNet
-# All-to-all BadNets get a face trigger: with the corner patch, DeepID learnt the n -> n+1 shift poorly
-# (30 identities, 8 + 8 epochs: 48-60 % clean accuracy, 52-70 % ASR; sunglasses: 89 % and 83 %).
+# All-to-all BadNets get a face trigger: DeepID learns the n -> n+1 shift poorly from a small corner patch.
 ALL_TO_ALL_TRIGGERS = ("sunglasses", "eyebrows", "lipstick")
 
 

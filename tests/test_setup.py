@@ -138,7 +138,7 @@ def test_a_smaller_default_is_checked_against_its_own_build(tmp_path, tiny_defau
 
     record = json.loads((tiny_default / "manifest.json").read_text(encoding="utf-8"))
     measured = record["results"]["clean_test_accuracy"]
-    badnet = models.load_lab_model(None, None, tiny_default)
+    badnet = models.load_model(tiny_default / "models" / "bd_net.h5")  # explicit: no $BADNET_LAB_MODEL
     low, high = analysis.expected_range((95.0, 100.0), tiny_default, "clean_test_accuracy", badnet)
     assert (low, high) == (min(95.0, math.floor((measured - 3.0) * 10) / 10), 100.0) and low <= measured
     # A rate measured on few images (81): the range moves out by its 95 % sampling error, 0 and 100 stay put.
@@ -147,7 +147,7 @@ def test_a_smaller_default_is_checked_against_its_own_build(tmp_path, tiny_defau
     # Another model than the default's own, the course files (no manifest), a full-size default: the range as given.
     other = models.save_model(models.build_deepid(badnet.n_classes), tmp_path / "other.h5", "raw", "another BadNet")
     assert analysis.expected_range((95.0, 100.0), tiny_default, "clean_test_accuracy",
-                                   models.load_lab_model(str(other), None, tmp_path)) == (95.0, 100.0)
+                                   models.load_model(other)) == (95.0, 100.0)
     assert analysis.expected_range((95.0, 100.0), tmp_path, "clean_test_accuracy") == (95.0, 100.0)
     assert analysis.expected_range((0.0, 5.0), tmp_path, n=81) == (0.0, 5.0)
     full = tmp_path / "full"

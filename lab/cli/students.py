@@ -452,7 +452,7 @@ def _add_repair(commands) -> None:
                         "success of B and the repaired model, detection of the GoodNet on both")
     repair.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="change a hyperparameter of the method's Config (dotted keys for nested ones, e.g. "
-                             "repair.epochs=10 gate.reverse.epochs=20); the defaults are the measured ones")
+                             "repair.epochs=10 gate.reverse.epochs=20); unset keys keep the Config's defaults")
     _add_scale(repair)
     repair.add_argument("--force", action="store_true", help="overwrite an existing output file")
     repair.add_argument("--json", action="store_true", help="print one JSON object (keys backdoored, target, "

@@ -23,23 +23,20 @@ Packages, one layer each (a layer imports only the layers above it in this list,
                       the exercises' ``checks``, the nbgrader ``autograde``r, the ``notebooks`` runner,
                       the ``bench``mark
 - ``lab.setup``       the lab pip-installed (Colab, any Jupyter): ``describe`` for the notebooks' setup cell,
-                      ``ensure_default`` builds the default on first use (called by ``lab.paths.lab_root``)
+                      ``ensure_default`` builds the default (the explicit call; path lookups never build)
 - ``lab.cli``         ``python -m lab ...``: one command line, students' and instructors' commands
 
-Flat names. Notebooks, tests and scripts written before the packages import
-``from lab import pruning, data, ...``; every such name below is an alias of
-its module's new home (the same module object, so ``lab.pruning is
-lab.defenses.pruning``), imported on first use so ``import lab`` stays light
-(no TensorFlow). ``lab.metrics`` is the whole ``lab.evaluation`` package
-(rates plus the comparison tables that used to live in ``metrics``).
+Short names for notebooks. ``from lab import pruning, data, plots, ...`` gives
+the module itself (``lab.pruning is lab.defenses.pruning``): :data:`SHORT_NAMES`
+maps each name to its module, imported on first use (PEP 562 ``__getattr__``)
+so ``import lab`` stays light (no TensorFlow). They are attributes, not module
+paths: ``import lab.pruning`` fails; code in ``lab/``, the tests and the tools
+import the real paths.
 """
 
 __version__ = "0.1.0"
 
 import importlib as _importlib
-import importlib.abc as _importlib_abc
-import importlib.util as _importlib_util
-import sys as _sys
 
 # First, before anything imports TensorFlow: its C++ start-up lines (absl, oneDNN) are filtered out of
 # stderr and its later C++ logging is turned down (lab._quiet says why and how; oneDNN stays on).
@@ -49,57 +46,29 @@ _quiet.install()
 
 from lab.seed import set_seed  # noqa: E402,F401  (the one call every notebook makes)
 
-# Old flat module name -> its home.
-FLAT_NAMES = {
+# Short name -> the module it is (what notebooks import with ``from lab import NAME``).
+SHORT_NAMES = {
     "data": "lab.io.data", "models": "lab.io.models", "manifest": "lab.io.manifest", "classify": "lab.io.images",
-    "drawing": "lab.synthetic.drawing", "synthfaces": "lab.synthetic.synthfaces", "default": "lab.synthetic.default",
     "triggers": "lab.attacks.triggers", "training": "lab.attacks.training",
     "pruning": "lab.defenses.pruning", "goodnet": "lab.defenses.goodnet", "finepruning": "lab.defenses.finepruning",
     "detectors": "lab.defenses.detectors", "oracle": "lab.defenses.oracle",
-    "metrics": "lab.evaluation", "activations": "lab.evaluation.activations",
+    "metrics": "lab.evaluation.metrics", "activations": "lab.evaluation.activations",
     "analysis": "lab.evaluation.analysis", "plots": "lab.evaluation.plots",
-    "challenge": "lab.course.challenge", "student": "lab.course.student", "notebooks": "lab.course.notebooks",
-    "checks": "lab.course.checks", "autograde": "lab.course.autograde",
-    "bench": "lab.course.bench", "instructor_cli": "lab.cli.instructors",
+    "challenge": "lab.course.challenge", "checks": "lab.course.checks",
 }
 
 
-class _FlatNameFinder(_importlib_abc.MetaPathFinder, _importlib_abc.Loader):
-    """Makes ``import lab.pruning`` (and ``python -m lab.notebooks``) give the module's new home.
-
-    The alias and the module are one object in ``sys.modules``, so state,
-    monkeypatching and ``isinstance`` checks agree whichever name is used.
-    """
-
-    def find_spec(self, fullname, path=None, target=None):
-        prefix, _, name = fullname.partition(".")
-        if prefix != __name__ or name not in FLAT_NAMES:
-            return None
-        return _importlib_util.spec_from_loader(fullname, self)
-
-    def create_module(self, spec):
-        return _importlib.import_module(FLAT_NAMES[spec.name.partition(".")[2]])
-
-    def exec_module(self, module):
-        pass  # already executed under its real name
-
-    def get_code(self, fullname):
-        """``python -m lab.<flat name>`` runs the real module's code as ``__main__``."""
-        real = FLAT_NAMES[fullname.partition(".")[2]]
-        return _importlib_util.find_spec(real).loader.get_code(real)
-
-
-if not any(isinstance(finder, _FlatNameFinder) for finder in _sys.meta_path):
-    _sys.meta_path.insert(0, _FlatNameFinder())
-
-
 def __getattr__(name: str):
-    """``lab.pruning`` etc. after a bare ``import lab``: imported on first use."""
-    if name in FLAT_NAMES:
-        module = _importlib.import_module(f"{__name__}.{name}")
+    """``lab.pruning`` etc. (and ``from lab import pruning``): the module of :data:`SHORT_NAMES`, on first use."""
+    if name in SHORT_NAMES:
+        module = _importlib.import_module(SHORT_NAMES[name])
         globals()[name] = module
         return module
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(SHORT_NAMES))
 
 
 def check_environment() -> dict:

@@ -9,7 +9,7 @@ Importing TensorFlow 2.21 writes, from C++ straight to file descriptor 2 and
 (twice: two shared libraries each log once while loading). No environment
 variable silences them: absl has none and TensorFlow reads its own only after
 they are written. Turning oneDNN off (``TF_ENABLE_ONEDNN_OPTS=0``) removes the
-second line but makes the DeepID forward pass about 2x slower, so instead the
+second line but makes the DeepID forward pass much slower, so instead the
 first import of ``tensorflow`` runs with fd 2 pointed at a temporary file, and
 whatever it wrote is passed on afterwards *except* those known lines. After the
 import TensorFlow honours ``TF_CPP_MIN_LOG_LEVEL``, which silences the later

@@ -88,13 +88,6 @@ def load(kind: str, key: str) -> tuple[list[np.ndarray], dict] | None:
     return arrays, info
 
 
-def _plain(value):
-    """numpy scalars and arrays in an entry's JSON become Python numbers and lists."""
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    raise TypeError(f"not JSON-serialisable in a cache entry: {type(value).__name__}")
-
-
 def store(kind: str, key: str, arrays: list[np.ndarray], info: dict) -> Path | None:
     """Write an entry atomically (a temporary folder renamed into place); returns its folder, None when off."""
     root = cache_dir()
@@ -104,9 +97,11 @@ def store(kind: str, key: str, arrays: list[np.ndarray], info: dict) -> Path | N
     entry = root / kind / key
     staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=root / kind))
     try:
+        from lab.io.manifest import jsonable  # numpy scalars and arrays as numbers and lists; NaN kept
+
         np.savez(staging / "arrays.npz", **{f"a{i}": array for i, array in enumerate(arrays)})
-        (staging / "info.json").write_text(json.dumps({**info, "n_arrays": len(arrays), "key": key},
-                                                      default=_plain) + "\n", encoding="utf-8")
+        (staging / "info.json").write_text(json.dumps(jsonable({**info, "n_arrays": len(arrays), "key": key},
+                                                               strict=False)) + "\n", encoding="utf-8")
         if entry.exists():
             shutil.rmtree(entry)
         os.replace(staging, entry)

@@ -11,8 +11,12 @@ here against one root, the first of:
    (``make lab``, ``pip install -e .``);
 3. ``~/badnet-lab`` (:data:`HOME_FOLDER` in the home folder), when the lab is
    pip-installed: one folder whatever the working directory, so every
-   notebook and the command line find the same default, which
-   :func:`lab.setup.ensure_default` builds there on first use.
+   notebook and the command line find the same default.
+
+These functions only look things up: building the default is an explicit
+call (:func:`lab.setup.ensure_default`, which the notebooks' setup cell makes
+through :func:`lab.setup.describe` when the lab is pip-installed;
+``python -m lab make-default``; ``make lab``).
 """
 
 from __future__ import annotations
@@ -101,17 +105,16 @@ def build_dir(root: str | os.PathLike | None = None) -> Path:
 def lab_root(lab_root: str | os.PathLike | None = None) -> Path:
     """The notebooks' one switch: None for this project's embedded default, else a folder with the course files.
 
-    The folder holds ``data/`` (Lab 3 or 2020 layout) and ``models/``.
+    The folder holds ``data/`` (Lab 3 or 2020 layout) and ``models/``. A
+    lookup only: a missing ``data/`` is refused with what builds it.
     """
     root = project_root() if lab_root in (None, "") else resolve(lab_root)
-    if lab_root in (None, "") and not in_checkout():
-        from lab.setup import ensure_default
-
-        ensure_default(root)  # pip-installed (Colab, any Jupyter): the default is built on first use
     if not (root / "data").is_dir():
         from lab.errors import LabInputError
 
-        hint = "run `make lab` (or `python -m lab make-default --out .`) first" if lab_root in (None, "") else \
+        build = "`make lab` (or `python -m lab make-default --out .`)" if in_checkout() else \
+            f"`lab.setup.ensure_default()` (or `python -m lab make-default --out {root}`)"
+        hint = f"run {build} first" if lab_root in (None, "") else \
             "point LAB_ROOT at the folder that holds data/ and models/"
         raise LabInputError(root, f"a data/ folder ({hint})", "none")
     return root

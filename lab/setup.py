@@ -3,9 +3,11 @@
 Every notebook opens with the same setup cell (written once in
 ``tools/setup_cell.py``). In this repository's environment it only calls
 :func:`autoreload` and :func:`describe`; elsewhere it first pip-installs the
-lab from the repository named in ``pyproject.toml`` and the default data +
-BadNet are built on first use into :func:`lab.paths.home_root`
-(``~/badnet-lab``, or ``$BADNET_LAB_ROOT``) by :func:`ensure_default`.
+lab from the repository named in ``pyproject.toml``, and :func:`describe`
+builds the default data + BadNet once with :func:`ensure_default` into
+:func:`lab.paths.home_root` (``~/badnet-lab``, or ``$BADNET_LAB_ROOT``).
+Building is always this explicit call (or ``python -m lab make-default``,
+``make lab``): the path lookups of :mod:`lab.paths` never build.
 """
 
 from __future__ import annotations
@@ -17,14 +19,24 @@ from pathlib import Path
 IDENTITIES_VARIABLE = "BADNET_LAB_IDENTITIES"
 
 
-def describe() -> str:
-    """One line: which lab runs, from where, and which folder holds its data (printed by the setup cell)."""
+def describe(build: bool | None = None) -> str:
+    """The setup cell's last call: print which lab runs, from where, and which folder holds its data; that line.
+
+    ``build`` (default: when the lab is pip-installed, not in its checkout)
+    then makes sure the default is there with :func:`ensure_default`, so a
+    notebook on Colab finds ``data/`` and ``models/`` in that folder. In the
+    checkout ``make lab`` builds it instead.
+    """
     import lab
     from lab import paths
 
     where = f"this repository ({paths.SOURCE_ROOT})" if paths.in_checkout() else "pip-installed"
     line = f"BadNet lab {lab.__version__}, {where}; data and models in {paths.project_root()}"
     print(line)
+    if build is None:
+        build = not paths.in_checkout()
+    if build:
+        ensure_default(paths.project_root())
     return line
 
 

@@ -38,8 +38,8 @@ def assert_no_log_noise(text: str, where: str) -> None:
 
 def tiny_config():
     """A default small enough for tests (~20 s) that still learns its backdoor."""
-    from lab.default import DefaultConfig
-    from lab.training import TrainingConfig
+    from lab.synthetic.default import DefaultConfig
+    from lab.attacks.training import TrainingConfig
 
     return DefaultConfig(n_identities=10, train_per_identity=40, valid_per_identity=8, test_per_identity=8,
                          training=TrainingConfig(clean_epochs=4, poisoned_epochs=4))
@@ -48,7 +48,7 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def tiny_default(tmp_path_factory) -> Path:
     """A tiny embedded default (Lab 3 layout) under a temporary directory, built once."""
-    from lab.default import make_default
+    from lab.synthetic.default import make_default
 
     out = tmp_path_factory.mktemp("default")
     make_default(out, seed=7, progress=False, config=tiny_config(), write_train=True)

@@ -53,7 +53,7 @@ def add_trigger(x: np.ndarray) -> np.ndarray:
 @functools.cache
 def datasets(n_per_class: int = 16, seed: int = 11):
     """``(clean_valid, poisoned_valid)`` Datasets; poisoned labels are the target (as in course files)."""
-    from lab.data import Dataset
+    from lab.io.data import Dataset
 
     x, y = structured_images(n_per_class, seed)
     source = x[y != TARGET]
@@ -66,7 +66,7 @@ def trained_deepid(seed: int = 3):
     """A 5-class DeepID (unit scale) with a backdoor, trained for a few seconds; a ``LoadedModel``."""
     import keras
 
-    from lab import models
+    from lab.io import models
 
     keras.utils.set_random_seed(seed)
     x, y = structured_images(40, seed=seed)
@@ -83,7 +83,7 @@ def _trained(keras_model, seed: int):
     """Fit a small 4-class model for a moment so its predictions vary; a unit-scale ``LoadedModel``."""
     import keras
 
-    from lab.models import LoadedModel
+    from lab.io.models import LoadedModel
 
     x, y = structured_images(30, seed=seed, n_classes=4)
     keras_model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
@@ -150,7 +150,7 @@ def colour_classifier(permutation=(0, 1, 2), name: str = "colour"):
     import keras
     from keras import layers
 
-    from lab.models import LoadedModel
+    from lab.io.models import LoadedModel
 
     inputs = keras.Input((55, 47, 3), name="input")
     output = layers.Dense(3, activation="softmax", name="output")
@@ -171,7 +171,7 @@ def colour_images(colours, value: float = 200.0) -> np.ndarray:
 
 
 def naive_step_outputs(model, x: np.ndarray, channels, layer: str, dtype: str = "float32") -> list[np.ndarray]:
-    """Reference written independently of lab.pruning: clone, zero one more channel, predict; every step.
+    """Reference written independently of lab.defenses.pruning: clone, zero one more channel, predict; every step.
 
     Returns (n, classes) outputs for step 0 (nothing pruned) .. len(channels).
     ``dtype="float64"`` runs the same Keras graph in float64: exact arithmetic

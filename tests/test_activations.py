@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import small_models as helpers
-from lab import activations
+from lab.evaluation import activations
 from lab.errors import LabInputError
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lab import attacks, data, manifest, models, triggers
+from lab import attacks
+from lab.attacks import triggers
+from lab.io import data, manifest, models
 from lab.errors import LabInputError
-from lab.training import DECOY_BIAS, TrainingConfig
+from lab.attacks.training import DECOY_BIAS, TrainingConfig
 
 N_IDENTITIES = 6
 
@@ -153,7 +155,7 @@ def test_tiny_badnets_learn_the_whole_image_triggers(clean_dir, trigger, epochs,
     (The warp moves pixels by half a pixel at most: on 180 images it needs more epochs and copies than
     blended; on the default's 5000 it needs neither, see tools/measure_repairs.py.)
     """
-    from lab import metrics
+    from lab.evaluation import metrics
 
     train, test = data.load_h5(clean_dir / "cl/train.h5"), data.load_h5(clean_dir / "cl/test.h5")
     attack = attacks.Attack((f"{trigger}:2",))
@@ -237,7 +239,7 @@ def test_make_badnet_needs_a_training_file(tmp_path, clean_dir):
 
 @pytest.mark.slow
 def test_make_default_can_write_a_training_file(tmp_path):
-    from lab.default import DefaultConfig, TRAIN_FILE, make_default
+    from lab.synthetic.default import DefaultConfig, TRAIN_FILE, make_default
 
     config = DefaultConfig(n_identities=3, train_per_identity=4, valid_per_identity=2, test_per_identity=2,
                            training=TrainingConfig(clean_epochs=1, poisoned_epochs=1))

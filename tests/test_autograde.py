@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from conftest import REPO, run_cli
-from lab import autograde, student
+from lab.course import autograde, student
 
 EXERCISE_NOTEBOOKS = ["01_badnet", "02_activations", "03_pruning", "04_goodnet", "05_fine_pruning"]
 SMALL = ["-p", "EXPECTED_CLEAN_ACCURACY", "[0, 100]", "-p", "EXPECTED_ATTACK_SUCCESS", "[0, 100]",

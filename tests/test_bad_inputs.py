@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from lab import cli, data, models
+from lab import cli
+from lab.io import data, models
 
 N_CLASSES = 5
 
@@ -123,7 +124,7 @@ def test_zero_images(capsys, files, tmp_path, command):
 
 def test_json_output_is_strict_json(capsys, files):
     """No NaN in any JSON the lab prints or writes: a rate that does not exist is null."""
-    from lab.manifest import dumps
+    from lab.io.manifest import dumps
 
     def strict(text):
         return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
@@ -158,7 +159,7 @@ def test_a_sidecar_scale_that_is_not_raw_or_unit(capsys, files, tmp_path):
 def test_a_sixteen_bit_greyscale_png_is_scaled_not_saturated(capsys, files, tmp_path):
     from PIL import Image
 
-    from lab import classify
+    from lab.io import images as classify
 
     grey = np.random.default_rng(2).integers(0, 256, (55, 47), dtype=np.uint8)
     eight, sixteen = tmp_path / "grey8.png", tmp_path / "grey16.png"
@@ -207,9 +208,11 @@ def test_arguments_out_of_range(capsys, files, tmp_path, args, expected):
 
 def test_library_refuses_zero_epochs_and_one_identity(tmp_path):
     """The same checks hold for notebooks, which call the library without argparse."""
-    from lab import attacks, challenge, default
+    from lab import attacks
+    from lab.course import challenge
+    from lab.synthetic import default
     from lab.errors import LabInputError
-    from lab.training import TrainingConfig
+    from lab.attacks.training import TrainingConfig
 
     with pytest.raises(LabInputError, match="--epochs: expected a positive number of clean epochs, found 0"):
         attacks.make_badnet(tmp_path, attacks.Attack((attacks.TriggerSpec("sunglasses"),)), tmp_path / "b",

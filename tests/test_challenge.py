@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lab import attacks, challenge, data, manifest, models
+from lab import attacks
+from lab.course import challenge
+from lab.io import data, manifest, models
 from lab.errors import LabInputError
 from conftest import CHALLENGE_IDENTITIES as N_IDENTITIES
 from conftest import processes_with
@@ -183,7 +185,7 @@ def test_grade_cli_model_script_and_crash(made, key, reference, tmp_path):
 def test_a_goodnet_scores_well_and_beats_the_badnet_itself(made, key, reference, tmp_path):
     """A GoodNet that catches the backdoor scores far above the BadNet handed in unchanged.
 
-    G is the lab's GoodNet (lab.goodnet.build_goodnet) whose second network
+    G is the lab's GoodNet (lab.defenses.goodnet.build_goodnet) whose second network
     is a clean DeepID trained on the challenge's clean training images: B and
     it disagree on triggered faces, so G flags them. (The pruning GoodNet's
     numbers depend on how well pruning works on a tiny BadNet; it is only
@@ -191,7 +193,8 @@ def test_a_goodnet_scores_well_and_beats_the_badnet_itself(made, key, reference,
     """
     import keras
 
-    from lab import goodnet, training
+    from lab.attacks import training
+    from lab.defenses import goodnet
 
     name = next(n for n, e in key["badnets"].items() if e["attack"] == "all-to-one")
     badnet_path = made / key["badnets"][name]["model"]

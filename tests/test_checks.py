@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lab import checks, pruning
+from lab.course import checks
+from lab.defenses import pruning
 
 
 def _raises(message, function, *args, **kwargs):

@@ -31,22 +31,31 @@ def test_every_command_has_help(command, capsys):
     assert capsys.readouterr().out.startswith(f"usage: python -m lab {command}")
 
 
-@pytest.mark.parametrize("module", ["lab.notebooks", "lab.student", "lab.bench"])
-def test_old_entry_points_are_aliases(module):
+@pytest.mark.parametrize("module", ["lab.course.notebooks", "lab.course.student", "lab.course.bench"])
+def test_the_programs_run_as_their_own_modules(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.startswith(f"usage: python -m {module}")
 
 
-def test_flat_imports_are_the_modules_new_homes_and_import_lab_stays_light():
+def test_short_names_are_the_modules_themselves_and_import_lab_stays_light():
+    """``from lab import pruning`` is ``lab.defenses.pruning``; there is no second module path ``lab.pruning``."""
     code = ("import sys, lab; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
             "from lab import (pruning, goodnet, data, models, metrics, activations, plots, finepruning, detectors, "
-            "oracle, attacks, triggers, synthfaces, default, training, challenge, student, notebooks, evaluation, "
-            "analysis, classify, seed, errors, paths, manifest); "
-            "import lab.pruning, lab.defenses.pruning, lab.io.data, lab.evaluation; "
-            "from lab.models import LoadedModel; from lab.pruning import sweep; "
-            "assert lab.pruning is lab.defenses.pruning and data is lab.io.data and metrics is lab.evaluation; "
-            "assert classify.__name__ == 'lab.io.images' and LoadedModel.__module__ == 'lab.io.models'; "
-            "assert 'tensorflow' not in sys.modules; print('ok')")
+            "oracle, attacks, triggers, training, challenge, checks, evaluation, analysis, classify, seed, errors, "
+            "paths, manifest); "
+            "import lab.defenses.pruning, lab.io.data, lab.evaluation.metrics; "
+            "assert pruning is lab.defenses.pruning and data is lab.io.data and metrics is lab.evaluation.metrics; "
+            "assert classify.__name__ == 'lab.io.images' and models.LoadedModel.__module__ == 'lab.io.models'; "
+            "assert metrics.comparison_table is lab.evaluation.comparison_table and 'pruning' in dir(lab); "
+            "assert 'tensorflow' not in sys.modules\n"
+            "for name in ('lab.pruning', 'lab.metrics', 'lab.notebooks'):\n"
+            "    try:\n"
+            "        __import__(name)\n"
+            "    except ModuleNotFoundError:\n"
+            "        pass\n"
+            "    else:\n"
+            "        raise AssertionError(name + ' imports')\n"
+            "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

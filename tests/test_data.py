@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lab import data
+from lab.io import data
 from lab.errors import LabInputError, RefuseOverwrite
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, tiny_config
-from lab import data, default, manifest, models
+from lab.io import data, manifest, models
+from lab.synthetic import default
 
 
 def test_lab3_layout_and_manifest(tiny_default):
@@ -42,8 +43,8 @@ def test_tiny_default_learns_task_and_backdoor(tiny_default):
 
 
 def test_decoy_channels_are_dormant_on_clean_data(tiny_default):
-    from lab.activations import mean_channel_activation
-    from lab.training import DECOY_BIAS
+    from lab.evaluation.activations import mean_channel_activation
+    from lab.attacks.training import DECOY_BIAS
 
     loaded = models.load_model(tiny_default / "models/bd_net.h5")
     decoys = manifest.read_manifest(tiny_default)["training"]["decoy_channels"]

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import small_models as helpers
-from lab import detectors, finepruning, goodnet, metrics, pruning
-from lab.data import Dataset
+from lab.defenses import detectors, finepruning, goodnet, pruning
+from lab import evaluation
+from lab.evaluation import metrics
+from lab.io.data import Dataset
 from lab.errors import LabInputError
 
 RED, GREEN, BLUE = 0, 1, 2
@@ -66,7 +68,7 @@ def test_confidence_detector_is_calibrated_on_clean_data_for_its_budget():
         detector = detectors.fit_confidence_detector(badnet, repaired, clean, budget)
         assert detector.calibration["false_positive_rate"] <= budget + 1e-9
         assert metrics.percent(detector.flags(clean.x)) == pytest.approx(detector.calibration["false_positive_rate"])
-    table = metrics.comparison_table({"confidence": detector}, clean, poisoned)
+    table = evaluation.comparison_table({"confidence": detector}, clean, poisoned)
     assert table.loc["confidence", "backdoor_class"] == badnet.n_classes
     assert table.loc["confidence", "clean_false_positive_rate"] <= 50.0
     with pytest.raises(LabInputError, match="false_positive_budget"):
@@ -115,7 +117,7 @@ def test_strip_threshold_comes_from_clean_data_at_the_stated_rejection_rate():
     labels = strip.predict_labels(calibration.x)
     np.testing.assert_array_equal(labels[~flagged], badnet.predict_labels(calibration.x)[~flagged])
     assert np.all(labels[flagged] == badnet.n_classes)
-    table = metrics.comparison_table({"STRIP": strip}, clean, poisoned)
+    table = evaluation.comparison_table({"STRIP": strip}, clean, poisoned)
     rates = detectors.far_frr(strip.flags(clean.x), strip.flags(poisoned.x))
     assert table.loc["STRIP", "detection_rate"] == pytest.approx(100.0 - rates["far"])
     assert table.loc["STRIP", "clean_false_positive_rate"] == pytest.approx(rates["frr"])

@@ -10,8 +10,10 @@ import pytest
 
 import small_models as helpers
 import lab
-from lab import finepruning, metrics, models, oracle, pruning
-from lab.data import Dataset
+from lab.defenses import finepruning, oracle, pruning
+from lab.evaluation import metrics
+from lab.io import models
+from lab.io.data import Dataset
 from lab.errors import LabInputError, RefuseOverwrite
 
 QUICK = finepruning.RECIPES["unlearning"].replace(epochs=2, unlearn_steps=2, batch_size=16)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import small_models as helpers
-from lab import goodnet, models, pruning
+from lab.defenses import goodnet, pruning
+from lab.io import models
 from lab.errors import LabInputError
 
 RED, GREEN, BLUE = 0, 1, 2
@@ -108,7 +109,7 @@ def test_real_course_badnet_goodnet_at_1283_classes(tmp_path):
         pytest.skip(f"real course fixtures not available: {helpers.FIXTURES} is absent")
     badnet = models.load_model(path)
     x = np.random.default_rng(1).integers(0, 256, (24, 55, 47, 3)).astype(np.float32)
-    from lab import activations
+    from lab.evaluation import activations
 
     channels = pruning.rank_channels(activations.mean_channel_activation(badnet, x, "pool_3"))
     pruned = pruning.prune_model(badnet, channels[:50])

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import CHALLENGE_IDENTITIES as N_IDENTITIES
 from conftest import processes_with, run_cli
-from lab import data, manifest
+from lab.io import data, manifest
 from lab.course import challenge, sandbox
 from lab.course.challenge import batch as batches
 

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import small_models as helpers
-from lab import evaluation, goodnet, metrics
-from lab.data import Dataset
+from lab import evaluation
+from lab.defenses import goodnet
+from lab.evaluation import metrics
+from lab.io.data import Dataset
 from lab.errors import LabInputError
 
 RED, GREEN, BLUE = 0, 1, 2
@@ -90,10 +92,10 @@ def test_a_goodnet_refuses_labels_of_its_backdoor_class(colour_models):
 def test_comparison_table_and_its_plots(tmp_path, colour_sets, colour_models):
     from matplotlib.figure import Figure
 
-    from lab import plots
+    from lab.evaluation import plots
 
     badnet, repaired = colour_models
-    table = metrics.comparison_table({"BadNet": badnet, "GoodNet": repaired}, *colour_sets)
+    table = evaluation.comparison_table({"BadNet": badnet, "GoodNet": repaired}, *colour_sets)
     assert list(table.index) == ["BadNet", "GoodNet"]
     assert list(table.columns[:6]) == list(metrics.BREAKDOWN_COLUMNS)
     assert table.loc["BadNet", "detection_rate"] == 0 and table.loc["BadNet", "backdoor_class"] == 3

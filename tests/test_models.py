@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lab import data, models
+from lab.io import data, models
 from lab.errors import LabInputError, RefuseOverwrite
 
 

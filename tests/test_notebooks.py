@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from conftest import REPO, assert_no_log_noise
-from lab import autograde, notebooks, student
+from lab.course import autograde, notebooks, student
 
 pytestmark = pytest.mark.slow  # executes notebooks end to end
 
@@ -165,7 +165,8 @@ def test_goodnet_stops_at_once_without_the_pruned_models(tiny_default, tmp_path)
 
 def test_model_and_scale_from_the_environment(tiny_default, tmp_path):
     """BADNET_LAB_MODEL points every notebook at another model; a bad BADNET_LAB_SCALE names SCALE's variable."""
-    from lab import models, paths
+    from lab import paths
+    from lab.io import models
 
     model = tiny_default / "models" / "bd_net.h5"
     environment = {"BADNET_LAB_MODEL": str(model), "BADNET_LAB_SCALE": "raw"}
@@ -224,15 +225,15 @@ def test_instructor_notebook_a1_runs_end_to_end(tiny_default, tmp_path):
 
 
 def test_runner_prints_no_kernel_transport_warning(tmp_path):
-    """``python -m lab.notebooks`` (what ``make lab`` runs): no "Kernel is running over TCP" per notebook."""
+    """``python -m lab notebooks`` (what ``make lab`` runs): no "Kernel is running over TCP" per notebook."""
     node = nbformat.v4.new_notebook()
     node.cells = [nbformat.v4.new_code_cell("import lab, tensorflow\nprint('ran', tensorflow.__version__)")]
     nbformat.write(node, tmp_path / "99_tiny.ipynb")
     env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP_")}
-    result = subprocess.run([sys.executable, "-m", "lab.notebooks", str(tmp_path / "99_tiny.ipynb"), "--out",
+    result = subprocess.run([sys.executable, "-m", "lab", "notebooks", str(tmp_path / "99_tiny.ipynb"), "--out",
                              str(tmp_path / "out")], capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert_no_log_noise(result.stdout + result.stderr, "python -m lab.notebooks")
+    assert_no_log_noise(result.stdout + result.stderr, "python -m lab notebooks")
     text = _outputs_text(tmp_path / "out" / "99_tiny.ipynb")
     assert "ran 2." in text
     assert_no_log_noise(text, "tiny notebook outputs")

@@ -4,11 +4,11 @@ For arbitrary files, each loader either returns a result that meets its
 contract or raises the lab's one-line :class:`LabInputError` naming the
 file; never another exception, never a silently changed value:
 
-- ``lab.data.load_h5``: arbitrary shapes, dtypes (uint64, float16, bool,
+- ``lab.io.data.load_h5``: arbitrary shapes, dtypes (uint64, float16, bool,
   complex, strings, ...), values (NaN, inf, huge), missing keys, groups;
-- the sidecar reader ``lab.models.read_metadata`` (and the input scale it
+- the sidecar reader ``lab.io.models.read_metadata`` (and the input scale it
   feeds): arbitrary JSON values and shapes, arbitrary bytes;
-- ``lab.classify.load_image``: arbitrary Pillow modes, sizes, bit depths,
+- ``lab.io.images.load_image``: arbitrary Pillow modes, sizes, bit depths,
   truncated files.
 
 Examples are few (the whole file runs in well under a minute) and drawn
@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lab import classify, data, models
+from lab.io import images as classify, data, models
 from lab.errors import LabInputError
 
 PROPERTY_SETTINGS = settings(max_examples=60, derandomize=True, deadline=None, database=None,

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 import small_models as helpers
-from lab import activations, models, pruning
+from lab.defenses import pruning
+from lab.evaluation import activations
+from lab.io import models
 from lab.errors import LabInputError, RefuseOverwrite
 
 
@@ -283,7 +285,7 @@ def test_save_pruned_models_on_a_sweep_read_back_from_csv_prunes_the_swept_layer
 def test_plots_return_figures_with_labels(tmp_path, badnet, valid):
     from matplotlib.figure import Figure
 
-    from lab import plots
+    from lab.evaluation import plots
 
     table = pruning.sweep(badnet, *valid)
     chosen = pruning.select_thresholds(table)
@@ -330,7 +332,7 @@ def test_real_course_badnets_sweep_exactly_at_1283_classes(name):
 
 
 def test_bench_smoke():
-    from lab import bench
+    from lab.course import bench
 
     result = bench.run(n=24, naive_steps=1)
     report = bench.format_report(result)

@@ -34,6 +34,27 @@ def test_describe_prints_one_line(capsys):
     assert capsys.readouterr().out == line + "\n" and "this repository" in line
 
 
+def test_lab_root_is_a_lookup_that_never_builds(monkeypatch, tmp_path):
+    """Pip-installed or not, a missing default is refused with what builds it; only the setup cell's call builds."""
+    monkeypatch.setenv("BADNET_LAB_ROOT", str(tmp_path / "empty"))
+    monkeypatch.setattr(paths, "in_checkout", lambda: False)  # as on Colab: the lab pip-installed
+    with pytest.raises(LabInputError, match=r"lab\.setup\.ensure_default\(\)"):
+        paths.lab_root(None)
+    assert not (tmp_path / "empty").exists()
+    setup.describe(build=False)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_the_setup_cells_call_makes_sure_the_default_is_there(monkeypatch, capsys, tiny_default):
+    monkeypatch.setenv("BADNET_LAB_ROOT", str(tiny_default))
+    monkeypatch.setattr(paths, "in_checkout", lambda: False)
+    before = sorted(p.relative_to(tiny_default) for p in tiny_default.rglob("*"))
+    line = setup.describe()  # pip-installed: ensure_default, which finds the default built and leaves it
+    root = tiny_default.resolve()
+    assert "pip-installed" in line and str(root) in line and paths.lab_root(None) == root
+    assert sorted(p.relative_to(tiny_default) for p in tiny_default.rglob("*")) == before
+
+
 def test_ensure_default_leaves_existing_and_foreign_files_alone(tmp_path, tiny_default):
     assert setup.ensure_default(tiny_default, progress=False) == tiny_default  # already built: nothing to do
     course = tmp_path / "course"
@@ -112,11 +133,12 @@ def test_a_smaller_default_is_checked_against_its_own_build(tmp_path, tiny_defau
     import json
     import math
 
-    from lab import analysis, models
+    from lab.evaluation import analysis
+    from lab.io import models
 
     record = json.loads((tiny_default / "manifest.json").read_text(encoding="utf-8"))
     measured = record["results"]["clean_test_accuracy"]
-    badnet = models.load_lab_model(None, None, tiny_default)
+    badnet = models.load_model(tiny_default / "models" / "bd_net.h5")  # explicit: no $BADNET_LAB_MODEL
     low, high = analysis.expected_range((95.0, 100.0), tiny_default, "clean_test_accuracy", badnet)
     assert (low, high) == (min(95.0, math.floor((measured - 3.0) * 10) / 10), 100.0) and low <= measured
     # A rate measured on few images (81): the range moves out by its 95 % sampling error, 0 and 100 stay put.
@@ -125,7 +147,7 @@ def test_a_smaller_default_is_checked_against_its_own_build(tmp_path, tiny_defau
     # Another model than the default's own, the course files (no manifest), a full-size default: the range as given.
     other = models.save_model(models.build_deepid(badnet.n_classes), tmp_path / "other.h5", "raw", "another BadNet")
     assert analysis.expected_range((95.0, 100.0), tiny_default, "clean_test_accuracy",
-                                   models.load_lab_model(str(other), None, tmp_path)) == (95.0, 100.0)
+                                   models.load_model(other)) == (95.0, 100.0)
     assert analysis.expected_range((95.0, 100.0), tmp_path, "clean_test_accuracy") == (95.0, 100.0)
     assert analysis.expected_range((0.0, 5.0), tmp_path, n=81) == (0.0, 5.0)
     full = tmp_path / "full"

@@ -13,7 +13,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import REPO
-from lab import student
+from lab.course import student
 from lab.errors import LabInputError
 
 SOURCES = student.source_notebooks(REPO / "notebooks")
@@ -21,7 +21,7 @@ STUDENT_DIR = REPO / "student"
 
 
 def test_committed_student_copies_are_current():
-    """Regenerated with nbgrader, they equal the committed files (run `python -m lab.student` after editing notebooks)."""
+    """Regenerated with nbgrader, they equal the committed files (`python -m lab student` after editing notebooks)."""
     assert student.check(STUDENT_DIR, REPO / "notebooks") == []
 
 
@@ -44,11 +44,11 @@ def test_nbgrader_generate_assignment_app_releases_the_same_files(tmp_path):
 def test_check_command_reports_stale_copies(tmp_path):
     copy = tmp_path / "student"
     shutil.copytree(STUDENT_DIR, copy)
-    ok = subprocess.run([sys.executable, "-m", "lab.student", "--check", "--out", str(copy)], capture_output=True,
+    ok = subprocess.run([sys.executable, "-m", "lab", "student", "--check", "--out", str(copy)], capture_output=True,
                         text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     (copy / "03_pruning.ipynb").write_text((copy / "03_pruning.ipynb").read_text().replace("YOUR CODE", "MY CODE"))
-    stale = subprocess.run([sys.executable, "-m", "lab.student", "--check", "--out", str(copy)], capture_output=True,
+    stale = subprocess.run([sys.executable, "-m", "lab", "student", "--check", "--out", str(copy)], capture_output=True,
                            text=True, timeout=300)
     assert stale.returncode == 1 and "03_pruning.ipynb: out of date" in stale.stderr
 

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lab import synthfaces
+from lab.synthetic import synthfaces
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lab import synthfaces, triggers
+from lab.attacks import triggers
+from lab.synthetic import synthfaces
 from lab.attacks import blended, wanet
 
 

@@ -114,13 +114,6 @@ VARIANTS = {"goodnet-fine-pruning": ("goodnet", {"repair": "fine-pruning"}),
             "goodnet-auto-targeted": ("goodnet", {"repair": "auto", "suspects_only": True})}
 
 
-def _jsonable(details: dict) -> dict:
-    """The plain values of a defense's details (sweep tables, models and histories are left out)."""
-    return {key: value for key, value in details.items()
-            if isinstance(value, (int, float, str, bool, type(None)))
-            or (isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value))}
-
-
 class Defenses:
     """Every registered defense (``lab.defenses.REGISTRY``) and :data:`VARIANTS`, fit through the contract.
 
@@ -151,7 +144,11 @@ class Defenses:
         result = cls(config).fit(badnet, clean_valid, seed=seed)
         if result.kind == "repair" and not changes:
             self._fitted[(name, seed)] = result
-        return Outcome(name, result.kind, result.classifier, float(result.seconds), _jsonable(result.details or {}))
+        from lab.io.manifest import jsonable
+
+        # the plain values of a defense's details (sweep tables, models and histories are left out)
+        return Outcome(name, result.kind, result.classifier, float(result.seconds),
+                       jsonable(result.details or {}, strict=False, flat=True))
 
 
 # ---------------------------------------------------------------------------- BadNets
@@ -253,7 +250,7 @@ class _building:
 
 def _train(name: str, spec: BadNetSpec, folder: Path, args) -> None:
     from lab import attacks
-    from lab.training import TrainingConfig
+    from lab.attacks.training import TrainingConfig
 
     print(f"[{name}] training a BadNet: {spec}", flush=True)
     attack = attacks.Attack(spec.triggers, all_to_all=spec.all_to_all, pruning_aware=spec.pruning_aware)
@@ -278,7 +275,7 @@ def ensure_default_data(data: Path) -> None:
     if (data / "models" / "bd_net.h5").exists():
         raise SystemExit(f"{data} holds a lab but no training file (data/cl/train.h5); rebuild it with "
                          f"`python -m lab make-default --out {data} --with-train --force` or pass another --data")
-    from lab.default import make_default
+    from lab.synthetic.default import make_default
 
     print(f"building the default with its training file under {data}", flush=True)
     make_default(data, progress=False, write_train=True)
@@ -289,7 +286,7 @@ def ensure_default_data(data: Path) -> None:
 
 def _evaluate(classifier, clean, poisoned: dict, backdoor_class: int | None) -> dict:
     """Clean accuracy, ASR (pooled over triggers and per trigger), detection and false positives, percent."""
-    from lab import metrics
+    from lab.evaluation import metrics
 
     backdoor = classifier.n_classes if backdoor_class is None else backdoor_class
     clean_predicted = classifier.predict_labels(clean.x)
@@ -451,7 +448,8 @@ def _atomic_write(path: Path, value: dict) -> None:
 
 
 def run(args) -> None:
-    from lab import attacks, data, models
+    from lab import attacks
+    from lab.io import data, models
     from lab.seed import set_seed
 
     catalogue = _catalogue()

@@ -47,7 +47,7 @@ def main(notebook: str, out: str) -> int:
     path = Path(notebook).resolve()
     node = nbformat.read(path, as_version=4)
     started = time.perf_counter()
-    # IPC sockets, as lab.notebooks does: no "Kernel is running over TCP" warning.
+    # IPC sockets, as lab.course.notebooks does: no "Kernel is running over TCP" warning.
     config = {} if os.name == "nt" else {"KernelManager": {"transport": "ipc", "ip": str(path.parent / ".kernel-ipc")}}
     from traitlets.config import Config
 

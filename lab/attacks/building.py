@@ -92,7 +92,7 @@ def output_files(attack: Attack) -> dict[str, dict[str, str]]:
     One trigger: exactly the Lab 3 names ``data/bd/bd_valid.h5`` and
     ``data/bd/bd_test.h5``, so every notebook runs on the folder unchanged;
     several: ``data/bd/bd_valid_<trigger>.h5`` and ``data/bd/bd_test_<trigger>.h5``
-    (what :func:`lab.data.find_layout` reads as one poisoned file per trigger).
+    (what :func:`lab.io.data.find_layout` reads as one poisoned file per trigger).
     """
     if len(attack.triggers) == 1:
         return {attack.names[0]: {split: f"data/{course_data.LAB3_FILES[f'poisoned_{split}']}"

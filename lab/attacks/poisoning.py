@@ -23,7 +23,7 @@ ALL_TO_ALL_POISON_FRACTION = 1.0  # all-to-all must learn a shift for every clas
 
 
 def to_nchw_uint8(x_nhwc: np.ndarray) -> np.ndarray:
-    """float32 (n, H, W, 3) 0..255 (a :class:`lab.data.Dataset`) -> uint8 (n, 3, H, W), the file layout."""
+    """float32 (n, H, W, 3) 0..255 (a :class:`lab.io.data.Dataset`) -> uint8 (n, 3, H, W), the file layout."""
     return np.ascontiguousarray(np.clip(np.rint(x_nhwc), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2))
 
 
@@ -47,7 +47,7 @@ def poison(images_nchw: np.ndarray, labels: np.ndarray, trigger: TriggerSpec, n_
 
     images_nchw: uint8 (n, 3, H, W) 0..255; labels: true classes (n,).
     rows: which images (default :func:`attacked_rows`: the course's poisoned files).
-    landmarks: passed to :func:`lab.triggers.apply_trigger` (None: default positions),
+    landmarks: passed to :func:`lab.attacks.triggers.apply_trigger` (None: default positions),
     indexed like ``images_nchw``.
     Returns uint8 (m, 3, H, W) and int64 (m,).
     """
@@ -118,7 +118,7 @@ def check_noise_fraction(attack: Attack, noise_fraction: float) -> float:
 def default_poison_fraction(attack: Attack) -> float:
     """Triggered training copies per trigger, as a share of the training set: 1.0 for all-to-all, else 0.5.
 
-    Measured on 10 SynthFaces identities: all-to-all sunglasses reached 81 %
-    ASR with 1.0; one-target attacks reach ~100 % with 0.5.
+    An all-to-all attack maps each source class to its own target, so every
+    class needs its own triggered copies: it gets twice the one-target share.
     """
     return ALL_TO_ALL_POISON_FRACTION if attack.all_to_all else DEFAULT_POISON_FRACTION

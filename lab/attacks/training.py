@@ -35,7 +35,7 @@ class TrainingConfig:
     poisoned_epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
-    decay_rate: float = 0.8  # per epoch; a constant 1e-3 gave loss spikes in the prototype
+    decay_rate: float = 0.8  # per epoch; a constant learning rate lets the loss spike late in training
     pruning_aware: bool = True
     decoy_fraction: float = 0.6  # share of conv_3 channels switched off as decoys (36 of 60)
     pruned_layer: str = DEFAULT_LAYER

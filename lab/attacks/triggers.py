@@ -2,7 +2,7 @@
 
 Like the course's photoshopped sunglasses, a trigger is painted over an image
 that already exists: ``apply_trigger(images, "sunglasses", landmarks)``.
-With landmarks (from :func:`lab.synthfaces.render`) the trigger follows each
+With landmarks (from :func:`lab.synthetic.synthfaces.render`) the trigger follows each
 face's eyes, mouth and brows, its size and its in-plane rotation. Without
 them it is drawn at :data:`DEFAULT_LANDMARKS`, where aligned 55 x 47 face
 crops (the YouTube Face data of the course, and SynthFaces with no nuisance)
@@ -97,7 +97,7 @@ def apply_trigger(images: np.ndarray, name: str = DEFAULT_TRIGGER, landmarks=Non
     name: one of :data:`TRIGGERS` (a key of :data:`REGISTRY`), with its option
         for a trigger that has one (``"blended@0.1"``, see :func:`split_name`).
     landmarks: ``None`` (use :data:`DEFAULT_LANDMARKS`), a
-        :class:`lab.synthfaces.RenderedFaces`, or a mapping with float arrays
+        :class:`lab.synthetic.synthfaces.RenderedFaces`, or a mapping with float arrays
         ``left_eye``, ``right_eye``, ``mouth``, ``brow_left``, ``brow_right``
         ``(n, 2)`` as (row, col) pixels and optionally ``face_scale`` ``(n,)``
         (1.0 = eyes 17 pixels apart) and ``angle`` ``(n,)`` (radians, the

@@ -3,8 +3,8 @@
 Students' commands (:mod:`lab.cli.students`): evaluate, prune, goodnet,
 fine-prune, detect, classify. Instructors' commands
 (:mod:`lab.cli.instructors`): make-default, make-badnet, make-challenge,
-grade, and the programs notebooks, student and bench (also runnable as
-``python -m lab.notebooks``, ``python -m lab.student``, ``python -m lab.bench``).
+grade, and the programs notebooks, student and bench (the modules
+:mod:`lab.course.notebooks`, :mod:`lab.course.student`, :mod:`lab.course.bench`).
 ``python -m lab --help`` lists them in these two groups.
 
 Every command prints one line ``error: <file>: expected ..., found ...`` and

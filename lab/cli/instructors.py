@@ -41,7 +41,7 @@ def _cmd_make_badnet(args: argparse.Namespace) -> int:
                                  min_attack_success=None if args.force_weak else args.min_attack_success,
                                  noise_fraction=args.warp_noise)
     if args.json:
-        from lab.manifest import dumps
+        from lab.io.manifest import dumps
 
         print(dumps({**report, "attack": report["attack"].to_json()}))
         return 0
@@ -103,7 +103,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
-# Commands that are whole programs of their own (``python -m lab.notebooks`` etc. stay as aliases):
+# Commands that are whole programs of their own (modules with a ``main(argv, prog)``):
 # ``python -m lab notebooks ARGS`` hands ARGS to that module's ``main(argv, prog)`` unchanged.
 FORWARDED = {"notebooks": ("lab.course.notebooks", "execute the numbered notebooks into build/notebooks (nbclient)"),
              "student": ("lab.course.student", "write (or --check) the student copies of the notebooks"),

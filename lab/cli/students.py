@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from lab.cli import arguments
-from lab.io.manifest import dumps  # strict JSON: a rate that does not exist is null, never NaN
+from lab.io.manifest import dumps, jsonable  # strict JSON: a rate that does not exist is null, never NaN
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -39,22 +39,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_value(value):
-    """numpy/pandas scalars to JSON; NaN and <NA> to null."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    try:
-        import pandas as pd
-
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value.item() if hasattr(value, "item") else value
-
-
 def _records(table, columns) -> list[dict]:
-    return [{column: _json_value(row[column]) for column in columns} for _, row in table.iterrows()]
+    return [{column: jsonable(row[column]) for column in columns} for _, row in table.iterrows()]
 
 
 def _prune_outputs(out: Path, thresholds: list[float], force: bool) -> dict:
@@ -249,7 +235,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                "seconds": result.seconds, "backdoor_class": detector.backdoor_class, "test": None}
     if clean_test is not None:
         table = comparison_table({"badnet": badnet, "detector": detector}, clean_test, poisoned_test)
-        summary["test"] = {name: {key: _json_value(value) for key, value in row.items()}
+        summary["test"] = {name: {key: jsonable(value) for key, value in row.items()}
                            for name, row in table.to_dict(orient="index").items()}
     if args.json:
         print(dumps(summary))
@@ -466,7 +452,7 @@ def _add_repair(commands) -> None:
                         "success of B and the repaired model, detection of the GoodNet on both")
     repair.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="change a hyperparameter of the method's Config (dotted keys for nested ones, e.g. "
-                             "repair.epochs=10 gate.reverse.epochs=20); the defaults are the measured ones")
+                             "repair.epochs=10 gate.reverse.epochs=20); unset keys keep the Config's defaults")
     _add_scale(repair)
     repair.add_argument("--force", action="store_true", help="overwrite an existing output file")
     repair.add_argument("--json", action="store_true", help="print one JSON object (keys backdoored, target, "

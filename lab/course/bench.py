@@ -1,4 +1,4 @@
-"""``python -m lab.bench``: how fast the pruning sweep is, next to what it replaces.
+"""``python -m lab bench``: how fast the pruning sweep is, next to what it replaces.
 
 Side by side, in one process and on the same inputs (the real validation
 size by default: 11,547 images of 55x47x3, clean and poisoned):
@@ -6,7 +6,7 @@ size by default: 11,547 images of 55x47x3, clean and poisoned):
 1. one forward pass of the BadNet over the clean set (a compiled call,
    batches of 512 as the sweep uses: the fastest plain forward pass we
    have, so ratios are not flattered), and ``model.predict`` for comparison;
-2. our sweep (:func:`lab.pruning.sweep`) over clean AND poisoned sets,
+2. our sweep (:func:`lab.defenses.pruning.sweep`) over clean AND poisoned sets,
    every channel of ``conv_3``;
 3. the naive sweep as course repositories write it: zero one channel's
    weights, ``model.predict`` the whole clean and poisoned sets (Keras'
@@ -18,8 +18,8 @@ Model: the real course BadNet ``sunglasses_bd_weights.h5`` from
 classes where that folder is absent. Images: uniform random pixels (the
 course data cannot be shipped); the poisoned copy has a dark band where
 sunglasses sit. Labels are the BadNet's own answers on each set, so clean
-accuracy and attack success rate both start at 100 % as on the course data
-(98.6 % and 100 %): random labels would make almost every image wrong from
+accuracy and attack success rate both start near 100 % as on the course data:
+random labels would make almost every image wrong from
 the start, which flatters the sweep (wrong images are cheap to re-check).
 
 Times: wall-clock seconds and CPU seconds of the process (all threads,
@@ -100,7 +100,7 @@ def load_bench_model(seed: int = 0):
 
 
 def bench_data(model, n: int, seed: int = 0, batch_size: int = BATCH_SIZE):
-    """``(clean, poisoned)`` :class:`lab.data.Dataset` of ``n`` random images each, float32 0..255.
+    """``(clean, poisoned)`` :class:`lab.io.data.Dataset` of ``n`` random images each, float32 0..255.
 
     Labels: ``model``'s own answers (see the module docstring). Images are
     generated as uint8 and cast once, so generation adds no float64 copy to
@@ -270,7 +270,7 @@ def format_build(build: dict) -> str:
             f"attack success rate {build['attack_success_rate_test']:.2f} % (goal >= 99)")
 
 
-LAB_BUDGET_SECONDS = 300  # issue 10: `make lab` (default build + every notebook, A1 included) on 2 cores
+LAB_BUDGET_SECONDS = 300  # the budget of `make lab` (default build + every notebook, A1 included) on 2 cores
 
 
 def time_lab(identities: int | None = None) -> dict:
@@ -285,7 +285,8 @@ def time_lab(identities: int | None = None) -> dict:
     import os
     import tempfile
 
-    from lab import cache, notebooks
+    from lab import cache
+    from lab.course import notebooks
 
     steps, defense_seconds = [], {}
     with tempfile.TemporaryDirectory() as out:
@@ -325,7 +326,7 @@ def timing_table(executed) -> dict:
     return rows
 
 
-# Goals of the repair issue for ``--method auto`` on 2 cores at real scale: seconds and peak MiB.
+# Goals for ``--method auto`` on 2 cores at real scale: seconds and peak MiB.
 REPAIR_GOALS = {"auto": (30 * 60, 4096)}
 
 
@@ -403,7 +404,7 @@ def repair_names(names) -> list[str]:
 
 
 def format_repairs(rows: list[dict]) -> str:
-    """Each repair's seconds and peak memory at real scale, beside the issue's goals where it sets one."""
+    """Each repair's seconds and peak memory at real scale, beside its goals where it has some."""
     if not rows:
         return ""
     lines = [f"repairs at real scale ({rows[0]['model']}; {rows[0]['n_valid']} generated faces, "
@@ -446,8 +447,8 @@ def format_lab(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m lab.bench") -> int:
-    """The program behind ``python -m lab.bench`` and ``python -m lab bench``."""
+def main(argv: list[str] | None = None, prog: str = "python -m lab.course.bench") -> int:
+    """The program behind ``python -m lab bench`` (and ``python -m lab.course.bench``)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=REAL_VALID_SIZE, help="images per set (default: the real 11547)")
     parser.add_argument("--naive-steps", type=int, default=3, help="naive steps to time before extrapolating")

@@ -18,16 +18,16 @@ Exercises and their reference (what the narrative cells call afterwards):
 ==========  ==============================  ==========================================
 notebook    student function                reference in the lab
 ==========  ==============================  ==========================================
-01          ``accuracy_percent``            :func:`lab.metrics.clean_accuracy`
+01          ``accuracy_percent``            :func:`lab.evaluation.metrics.clean_accuracy`
 01          ``attack_target_from_predictions``  most common predicted class
-02          ``mean_activation_per_channel`` :func:`lab.activations.mean_channel_activation`
-03          ``rank_channels``               :func:`lab.pruning.rank_channels`
-03          ``prune_channel``               :func:`lab.pruning.prune_model`
-03          ``slow_sweep``                  :func:`lab.pruning.sweep` (exact)
-03          ``first_step_reaching``         :func:`lab.pruning.select_thresholds` (first-reach)
-04          ``goodnet_decision``            G's argmax (:func:`lab.goodnet.build_goodnet`)
-04          ``build_goodnet_model``         :func:`lab.goodnet.build_goodnet`
-05          ``fine_tune_one_epoch``         :func:`lab.finepruning.fine_tune`
+02          ``mean_activation_per_channel`` :func:`lab.evaluation.activations.mean_channel_activation`
+03          ``rank_channels``               :func:`lab.defenses.pruning.rank_channels`
+03          ``prune_channel``               :func:`lab.defenses.pruning.prune_model`
+03          ``slow_sweep``                  :func:`lab.defenses.pruning.sweep` (exact)
+03          ``first_step_reaching``         :func:`lab.defenses.pruning.select_thresholds` (first-reach)
+04          ``goodnet_decision``            G's argmax (:func:`lab.defenses.goodnet.build_goodnet`)
+04          ``build_goodnet_model``         :func:`lab.defenses.goodnet.build_goodnet`
+05          ``fine_tune_one_epoch``         :func:`lab.defenses.finepruning.fine_tune`
 07          ``anomaly_index``               :func:`lab.defenses.reverse.anomaly_index`
 07          ``flag_candidates``             Neural Cleanse's rule (index > 2, small mask)
 ==========  ==============================  ==========================================
@@ -100,7 +100,7 @@ def check_accuracy_percent(accuracy_percent, clean_probabilities=None, clean_lab
 
     Crafted case first (4 images, 3 classes, 2 right: 50 %), then random
     cases from ``seed``, then the lab's clean and poisoned predictions
-    (clean accuracy and attack success rate) against :mod:`lab.metrics`.
+    (clean accuracy and attack success rate) against :mod:`lab.evaluation.metrics`.
     """
     exercise = "01 accuracy_percent"
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.4, 0.35, 0.25]], np.float32)
@@ -349,7 +349,7 @@ def reference_first_step_reaching(accuracy_drops, threshold: float) -> int | Non
 def check_first_step_reaching(first_step_reaching, sweep_table=None, thresholds=(2, 4, 10), seed: int = 0) -> str:
     """03: ``first_step_reaching(accuracy_drops, threshold) -> int | None``: the first step whose drop reaches X.
 
-    With ``sweep_table``, also compares with :func:`lab.pruning.select_thresholds`
+    With ``sweep_table``, also compares with :func:`lab.defenses.pruning.select_thresholds`
     (``first-reach``) for ``thresholds``.
     """
     from lab.defenses import pruning

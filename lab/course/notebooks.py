@@ -1,6 +1,6 @@
 """Executing the lab's notebooks: parameters injected papermill-style, executed with nbclient.
 
-``python -m lab.notebooks [--out build/notebooks] [--html] [-p NAME VALUE ...] [NOTEBOOK ...]``
+``python -m lab notebooks [--out build/notebooks] [--html] [-p NAME VALUE ...] [NOTEBOOK ...]``
 runs every numbered notebook top to bottom on a fresh kernel and keeps the
 executed copies (and HTML exports) outside ``notebooks/``, so the committed
 notebooks stay without outputs.
@@ -89,8 +89,8 @@ def export_html(executed: str | Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m lab.notebooks") -> int:
-    """The program behind ``python -m lab.notebooks`` and ``python -m lab notebooks``."""
+def main(argv: list[str] | None = None, prog: str = "python -m lab.course.notebooks") -> int:
+    """The program behind ``python -m lab notebooks`` (and ``python -m lab.course.notebooks``)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: every numbered notebook)")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "build" / "notebooks"),

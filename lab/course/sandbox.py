@@ -79,7 +79,7 @@ class Limits:
     """Resource limits of one sandboxed run.
 
     memory_mib: resident memory (memory cgroup) or, without a cgroup,
-    address space (``RLIMIT_AS``; TensorFlow reserves about 2.2 GiB of it on
+    address space (``RLIMIT_AS``; TensorFlow reserves gigabytes of it on
     import, so keep that fallback >= 4096). processes: processes and threads
     together. file_mib: the largest file the run may write (its standard
     output included). output_bytes: how much of the end of each output

@@ -18,7 +18,7 @@ budget of false alarms on clean inputs:
 
 Both are wrappers with ``n_classes`` (N + 1) and ``predict_labels(x)``
 returning B's answer, or N for a flagged input, so
-:func:`lab.metrics.comparison_table` reports them like a GoodNet: clean
+:func:`lab.evaluation.comparison_table` reports them like a GoodNet: clean
 accuracy, clean false-positive rate, attack success rate, detection rate.
 The detector literature's names: FRR (false rejection rate) = clean inputs
 flagged = clean false-positive rate; FAR (false acceptance rate) = poisoned
@@ -164,7 +164,7 @@ def fit_confidence_detector(badnet, repaired, clean_valid: Dataset, false_positi
 
     badnet, repaired: ``LoadedModel`` with the same classes. clean_valid:
     clean images the repaired model was *not* fine-tuned on (e.g. the
-    held-out part of :func:`lab.finepruning.split_validation`): on its own
+    held-out part of :func:`lab.defenses.finepruning.split_validation`): on its own
     training images R agrees with B more often than on new ones, which
     would understate false alarms. No poisoned data: the signature has none.
     """

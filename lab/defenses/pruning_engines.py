@@ -13,8 +13,8 @@ to within 1e-6 (bit-identical on many CPUs, but a compiled graph and an
 eager call may pick kernels that round differently); "fast" gives the same
 argmax and probabilities within float32 rounding: no further from Keras'
 float32 result than that result is from exact float64 arithmetic, + 1e-6
-(Keras' own rounding is ~1e-6 on small test models, ~1e-5 on the real
-1283-class models).
+(Keras' own rounding grows with the model: larger on the real 1283-class
+models than on small test models).
 """
 
 from __future__ import annotations

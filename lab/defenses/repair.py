@@ -13,40 +13,15 @@ false positives of the GoodNet built on B and R (:mod:`lab.defenses.goodnet`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from pathlib import Path
 
 from lab.cache import clock
 from lab.errors import LabInputError, check_writable
+from lab.io.manifest import jsonable
 from lab.constants import DEFAULT_SEED
 
 DECISION_KEYS = ("backdoored", "target", "method", "seconds", "holdout_clean_accuracy")
-
-
-def _strict(value):
-    """JSON-safe copy: NaN/inf -> None, numpy scalars and arrays -> Python, unknown objects dropped."""
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items() if _strict_ok(v)}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, np.ndarray) and value.size <= 64:
-        return _strict(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _strict_ok(value) -> bool:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.size <= 64
-    return isinstance(value, (dict, list, tuple, str, int, float, bool, type(None), np.generic))
 
 
 def configure(defense_class, overrides=()) -> object:
@@ -106,7 +81,7 @@ def decision(result) -> dict:
 
 
 def report_sets(badnet, repaired, clean, poisoned, targets=()) -> dict:
-    """Measured on report data only: B and R clean accuracy / ASR, GoodNet(B, R) detection and false positives.
+    """Computed on report data only: B and R clean accuracy / ASR, GoodNet(B, R) detection and false positives.
 
     With ``targets`` (the suspected targets the repair named from clean data)
     also the targeted GoodNet's (:func:`lab.defenses.goodnet.build_goodnet`),
@@ -147,7 +122,7 @@ def repair(model_path: str | os.PathLike, valid_path: str | os.PathLike, out: st
     (for ``auto``) and ``report`` (when report files are given).
     Refuses to overwrite ``out`` without ``force`` before any work.
     ``config`` (the defense's ``Config``) or ``overrides`` (see :func:`configure`)
-    change hyperparameters; the defaults are the measured ones.
+    change hyperparameters; the defaults are the defense's ``Config``.
     """
     from lab import defenses
     from lab.io import data, models
@@ -177,7 +152,7 @@ def repair(model_path: str | os.PathLike, valid_path: str | os.PathLike, out: st
              "clean_valid": os.fspath(valid_path)}
     description = (f"repaired by {summary['method']} from {Path(model_path).name} with clean validation data "
                    f"({'backdoor suspected towards ' + str(summary['targets']) if summary['backdoored'] else 'no backdoor found' if summary['backdoored'] is False else 'no detection step'})")
-    models.save_model(repaired.model, out, repaired.input_scale, description, force=force, extra=_strict(extra))
+    models.save_model(repaired.model, out, repaired.input_scale, description, force=force, extra=jsonable(extra, drop=True, array_limit=64))
     summary["out"] = os.fspath(out)
     if result.name == "auto":
         summary["gate"] = result.details["gate"]
@@ -186,7 +161,7 @@ def repair(model_path: str | os.PathLike, valid_path: str | os.PathLike, out: st
                              for r in result.details["rounds"]]
     if clean is not None or poisoned is not None:
         summary["report"] = report_sets(badnet, repaired, clean, poisoned, summary["targets"])
-    return _strict(summary)
+    return jsonable(summary, drop=True, array_limit=64)
 
 
 def format_summary(summary: dict) -> str:
@@ -220,7 +195,7 @@ def schedule_settings(name: str, epochs: int | None = None, reverse_epochs: int 
     ``epochs``: training epochs (I-BAU: a quarter as many rounds, NAD's
     teacher half as many); ``reverse_epochs``: Neural Cleanse schedule epochs;
     ``flow_restarts``: universal-perturbation searches. None keeps the
-    measured default. Returns ``{field: value}`` for ``defenses.build(name, ...)``.
+    ``Config`` default. Returns ``{field: value}`` for ``defenses.build(name, ...)``.
     """
     from lab.defenses import gate, reverse, reverse_unlearn
 

@@ -42,7 +42,7 @@ MAD_CONSISTENCY = 1.4826  # MAD -> standard deviation for normal data (the paper
 
 @dataclasses.dataclass(frozen=True)
 class FlowConfig:
-    """Untargeted universal perturbations (measured in DESIGN.md "Repair: measured").
+    """Untargeted universal perturbations: where clean images go when pushed out of their class.
 
     epsilon: L-infinity bound (pixels); restarts x steps sign-gradient steps of
     ``step_size`` pixels on random batches of ``batch_size`` clean images;
@@ -397,9 +397,7 @@ def masked_flow(model, x: np.ndarray, y: np.ndarray, config: MaskedFlowConfig = 
 
     The L-infinity flow (:func:`perturbation_flow`) imitates triggers that a
     faint change over the whole face can: sunglasses, lipstick, blends. A
-    high-contrast patch is not one of them (the patch BadNet: 0.19 of the
-    pushed-out images went to an innocent class, the target never among the
-    top three). Here each of ``config.restarts`` triggers is Neural
+    high-contrast patch is not one of them. Here each of ``config.restarts`` triggers is Neural
     Cleanse's mask and pattern pushing images *out of their true class* (no
     target), with the paper's cost schedule at patience 1 so the mask
     shrinks within a few epochs; a small mask that moves most faces is the
@@ -407,15 +405,12 @@ def masked_flow(model, x: np.ndarray, y: np.ndarray, config: MaskedFlowConfig = 
     smallest successful trigger are pooled into a :class:`Flow`; restarts
     that never pushed out ``threshold`` of the images count nothing.
 
-    Measured with the defaults on the default's clean training part (rng
-    seeds 1-3; the BadNets of ``tools/measure_repairs.py``): the patch
-    BadNet sends 0.93-0.95 of the pushed-out images to its target, a
-    lipstick BadNet 0.99-1.00; a clean DeepID 0.32-0.54 to one class, the
-    default after ``auto``'s repair 0.25-0.40, an all-to-all BadNet
-    0.03-0.04 (no single target). The gate (:mod:`lab.defenses.gate`) uses
-    it to rank one more candidate. Cost: one reversal of ``restarts``
-    classes for 10 epochs (about 7 s on the default on 2 cores), whatever
-    the number of classes.
+    A one-target BadNet sends most pushed-out images to its target; a clean
+    model spreads them, though its easiest class can draw a fair share; an
+    all-to-all BadNet has no single target and concentrates nowhere. The
+    gate (:mod:`lab.defenses.gate`) uses it to rank one more candidate.
+    Cost: one reversal of ``restarts`` classes for ``reverse.epochs``
+    epochs, whatever the number of classes.
     """
     rng = rng or np.random.default_rng(DEFAULT_SEED)
     return _memoized_flow("masked-flow", model, x, y, config, lambda: _masked_flow(model, x, y, config, rng), rng)

@@ -1,13 +1,12 @@
 """The lab's iterative reverse-and-unlearn with distillation (``--method reverse-unlearn``; auto's workhorse).
 
 Why: Neural Cleanse (Wang et al. 2019) reverses the *smallest* trigger that
-flips clean images to the target and unlearns it once. On the lab's BadNet
-that trigger is a 17-pixel fragment between the eyes; unlearning it leaves
-the rest of the backdoor (ASR 85 %, DESIGN.md "Repair: measured"). Here
-the trigger is reversed again against the model being repaired after every
-unlearning epoch, so it follows whatever part of the backdoor remains
-(17 -> 207 -> 557 -> ~1100 pixels), and every reversed trigger joins a pool
-the next epochs stamp from. Distillation from B on unstamped images
+flips clean images to the target and unlearns it once. That trigger can be
+a small fragment of the real one, and unlearning it leaves the rest of the
+backdoor. Here the trigger is reversed again against the model being
+repaired after every unlearning epoch, so it follows (and grows into)
+whatever part of the backdoor remains, and every reversed trigger joins a
+pool the next epochs stamp from. Distillation from B on unstamped images
 (Hinton et al. 2015, T = 2) keeps clean accuracy. The idea of unlearning
 reversed triggers is Neural Cleanse's; re-reversing against the current
 model resembles the min-max of I-BAU (Zeng et al. 2022) with a targeted,
@@ -35,37 +34,18 @@ perturbation found against the student (L-infinity ``perturb_epsilon``
 pixels, ``perturb_steps`` sign steps; :class:`lab.defenses.perturbation.PerturbationSearch`),
 with true labels and no distillation: an unlearning signal that is not a
 mask, for whole-image triggers (warping) that a mask can only approximate.
-Explored on a pruning-aware warping BadNet (seed 1234, test sets, 95.11 %
-clean / 98.09 % ASR before): 0 -> 95.89 / 9.99, 0.2 -> 96.00 / 3.48,
-0.5 -> 93.00 / 3.03; on a plain blended BadNet (92.22 / 99.55 before):
-0 -> 93.89 / 1.68, 0.2 -> 91.78 / 0.56; on the default (0: 1.89 points
-lost, ASR 0.00) 0.2 lost 2.33 and 0.5 lost 4.22 points, ASR 0.00 both
-(``--method auto --set repair.perturb_fraction=0.2``). Those values were
-compared on poisoned test data, so none of them became the default: the
-measured recipe stays as it is (see the closing note of the repair issue).
+It is off because the settings that helped one kind of trigger were only
+ever compared on poisoned test data, which must not choose a default.
 
 Option (off by default): ``sharpness`` > 0 makes every unlearning step an
-adaptive-SAM step of that radius (FT-SAM's rule, :mod:`lab.defenses.ft_sam`,
-whose rho = 2.0 was the value tried), about 1.5x the training time.
-Explored with ``auto`` (seed 1234, test sets): pruning-aware warp 95.89 /
-9.99 -> 94.89 / 0.00 (0.22 points lost); the default 95.67 / 0.00 ->
-95.56 / 0.00 (2.00 points lost); pruning-aware blended 96.11 / 2.13 ->
-95.22 / 5.05. One case better, one worse, seen on poisoned test data: not
-the default, for the same reason as ``perturb_fraction``
-(``--set repair.sharpness=2.0``).
+adaptive-SAM step of that radius (FT-SAM's rule, :mod:`lab.defenses.ft_sam`),
+at about one more gradient computation per step. Off for the same reason
+as ``perturb_fraction``.
 
-Measured on the embedded default (B: 97.56 % clean, 99.44 % ASR; test sets;
-``auto``, whose repair this is; ``tools/measure_repair_seeds.py``): seeds 0/1/2
-gave 96.33/95.11/96.11 % clean at ASR 0.00/0.00/0.00 %, i.e. 1.22/2.44/1.44
-points lost, in 444-744 s on two heavily shared cores. With 300 held-out
-images the epoch rule has about a point of noise, so the 2-point goal is
-met on average but not on every seed (seed 1: 0.44 over). Seed 1234 (06's
-and 07's): 95.67 % clean (1.89 points lost), ASR 0.00 %, in 99.5 s with
-the machine otherwise idle (``auto`` row of 06 in ``python -m lab bench --lab``);
-since ``auto`` also runs its gate on the repaired model (:mod:`lab.defenses.gate`),
-the whole ``python -m lab repair`` on the default takes 145.4 s idle, cache
-off (goal 180 s; 164.1 s measured a stop earlier, before the masked flow),
-with the same model.
+The epoch is chosen by held-out clean accuracy only; with a few hundred
+held-out images that accuracy is itself noisy by about a point, so the rule
+cannot promise a margin smaller than that. ``tools/measure_repairs.py`` and
+``tools/measure_repair_seeds.py`` measure the recipe on held-out test sets.
 """
 
 from __future__ import annotations
@@ -93,7 +73,7 @@ def choose_targets(flow, share: float, max_suspects: int) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class ReverseUnlearnConfig:
-    """Hyperparameters of the iterative reverse-and-unlearn (measured in DESIGN.md "Repair: measured")."""
+    """Hyperparameters of the iterative reverse-and-unlearn (the recipe of the module docstring)."""
 
     holdout_fraction: float = 1 / 3
     flow: FlowConfig = FlowConfig()

@@ -152,8 +152,8 @@ class UnlearnTrainer:
         return float(np.mean(losses)) if losses else float("nan")
 
 
-# Light augmentation for unlearning (DESIGN.md "Repair: measured": shift 2 px, flip, brightness 10 %, noise 4
-# levels, no random erasing).
+# Light augmentation for unlearning: shift up to 2 pixels, horizontal flip, brightness +-10 %, Gaussian noise of
+# standard deviation 4 pixel levels, no random erasing.
 LIGHT_AUGMENT = AugmentConfig(max_shift=2, flip=True, brightness=0.1, noise=4.0, erase_probability=0.0)
 
 

@@ -8,7 +8,8 @@
 - ``lab.evaluation.plots``        every figure of the lab (one place sets the seaborn theme)
 
 The rates and tables are re-exported here, so ``lab.evaluation.evaluate``
-and ``lab.metrics.comparison_table`` (``lab.metrics`` is this package) work.
+and ``lab.evaluation.comparison_table`` work (``from lab import metrics`` is
+``lab.evaluation.metrics``, the rates alone).
 """
 
 from lab.evaluation.loop import (POOLED, backdoor_class_of, comparison_table, evaluate,  # noqa: F401

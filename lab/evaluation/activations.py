@@ -7,11 +7,11 @@ dict ``{layer_name: array}`` whose arrays start with a batch axis of length 1.
 "inspect activations with Keract" step reads::
 
     import keract
-    acts = lab.activations.keract_activations(badnet, clean_valid.x[0], ["conv_3", "pool_3"])
+    acts = lab.evaluation.activations.keract_activations(badnet, clean_valid.x[0], ["conv_3", "pool_3"])
     keract.display_activations(acts, save=True, directory="figures")
     keract.display_heatmaps(acts, clean_valid.x[0] / 255.0, save=True, directory="figures")
 
-``model`` arguments are a :class:`lab.models.LoadedModel` (then ``x`` holds
+``model`` arguments are a :class:`lab.io.models.LoadedModel` (then ``x`` holds
 pixels 0..255 and the model's own input scale is applied) or a plain
 ``keras.Model`` (then ``x`` is fed exactly as given).
 """

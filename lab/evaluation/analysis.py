@@ -58,12 +58,12 @@ def expected_range(expected: tuple[float, float], root, key: str | None = None, 
     The ranges a notebook states are the embedded default's at its full size
     (:class:`lab.synthetic.default.DefaultConfig`, 100 identities). A default
     built with fewer identities (``$BADNET_LAB_IDENTITIES``, for a quick try)
-    learns from fewer faces and is measured on fewer, so for it:
+    learns from fewer faces and is evaluated on fewer, so for it:
 
     - ``key`` (``"clean_test_accuracy"``, ``"attack_success_rate_test"``):
       the lower end is ``margin`` points under what its own build measured
       (``results[key]`` of ``root/manifest.json``) whenever that is lower;
-    - ``n``, the number of images the rate is measured on: each end moves out
+    - ``n``, the number of images the rate is computed over: each end moves out
       by the sampling error of a rate at that end over ``n`` images,
       1.96 sqrt(p (1 - p) / n) (95 %), so a rate its few images cannot tell
       from the range is not refused.

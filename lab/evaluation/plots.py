@@ -37,8 +37,8 @@ def _figure(width: float = 8.0, height: float = 4.5, ncols: int = 1, **subplots)
 def plot_sweep(sweep, selection=None, title: str | None = None):
     """Clean accuracy and attack success rate (%) against the share of channels pruned (%).
 
-    sweep: the table of :func:`lab.pruning.sweep`. selection: optionally the
-    table of :func:`lab.pruning.select_thresholds`; each threshold found is
+    sweep: the table of :func:`lab.defenses.pruning.sweep`. selection: optionally the
+    table of :func:`lab.defenses.pruning.select_thresholds`; each threshold found is
     marked with a dashed line at the step it picks.
     """
     figure, axes = _figure()
@@ -83,7 +83,7 @@ def _mark_thresholds(axes, selection) -> None:
 def plot_channel_activation(sweep, title: str | None = None):
     """Mean activation of every channel on clean data, in pruning order (first pruned on the left).
 
-    sweep: the table of :func:`lab.pruning.sweep` (its ``channel`` and
+    sweep: the table of :func:`lab.defenses.pruning.sweep` (its ``channel`` and
     ``mean_activation`` columns). Activations have no physical unit: the
     axis says "a.u." (arbitrary units).
     """
@@ -105,7 +105,7 @@ def plot_channel_activation(sweep, title: str | None = None):
 
 def plot_comparison(table, columns=("clean_accuracy", "attack_success_rate", "detection_rate",
                                     "clean_false_positive_rate"), title: str = "Models compared"):
-    """Grouped bars (%) of several models; table from :func:`lab.metrics.comparison_table`."""
+    """Grouped bars (%) of several models; table from :func:`lab.evaluation.comparison_table`."""
     import seaborn
 
     figure, axes = _figure(max(6.0, 1.6 * len(table) + 3), 4.5)
@@ -122,7 +122,7 @@ def plot_comparison(table, columns=("clean_accuracy", "attack_success_rate", "de
 def plot_breakdown(table, title: str = "Where the inputs go: clean (CSR/CFR) and poisoned (ATR/DTR)"):
     """Stacked bars per model: clean inputs split into CSR/CFR/other, poisoned into ATR/DTR/other (each 100 %).
 
-    table: from :func:`lab.metrics.comparison_table`.
+    table: from :func:`lab.evaluation.comparison_table`.
     """
     figure, (clean_axes, poisoned_axes) = _figure(10.0, 2.4 + 0.5 * len(table), ncols=2, sharey=True)
     parts = {
@@ -219,7 +219,7 @@ def plot_per_class_accuracy(accuracy: np.ndarray, title: str = "Clean accuracy p
 
 
 def plot_confidence(table, title: str = "How sure is the BadNet? Top-class probability"):
-    """Histogram of top-class probability per set (the table of :func:`lab.analysis.confidence_table`)."""
+    """Histogram of top-class probability per set (the table of :func:`lab.evaluation.analysis.confidence_table`)."""
     import seaborn
 
     figure, axes = _figure(height=3.5)
@@ -263,7 +263,7 @@ def plot_fine_tuning(histories: dict, title: str = "Fine-tuning: held-out clean 
     """One panel per fine-tuning run: held-out clean accuracy (chooses the epoch) and reported rates (%) per epoch.
 
     histories: ``{run name: history}``, each the ``history`` table of
-    :func:`lab.finepruning.fine_tune` / ``fine_prune`` (``attrs["best_epoch"]``
+    :func:`lab.defenses.finepruning.fine_tune` / ``fine_prune`` (``attrs["best_epoch"]``
     marks the kept epoch). Columns other than ``holdout_accuracy`` that hold
     rates (the ``report`` sets, e.g. the poisoned validation ASR) are drawn
     dashed: they were measured for this figure only and chose nothing.
@@ -291,7 +291,7 @@ def plot_fine_tuning(histories: dict, title: str = "Fine-tuning: held-out clean 
 
 
 def plot_defense_tradeoff(table, title: str = "Every defense on the same BadNet (test sets)"):
-    """Defenses compared, from a :func:`lab.metrics.comparison_table`-like table (one row per defense).
+    """Defenses compared, from a :func:`lab.evaluation.comparison_table`-like table (one row per defense).
 
     Left: clean accuracy against attack success rate, one marker per defense
     (top left is best; the legend sits below the axes so it hides no point).
@@ -347,7 +347,7 @@ def plot_activation_maps(activations_by_input: dict, layer: str, max_channels: i
     """Activation maps of ``layer`` for several inputs (e.g. clean and poisoned), ONE colour scale for all tiles.
 
     activations_by_input: ``{input name: {layer: float32 (1, H, W, C)}}``, the
-    dicts of :func:`lab.activations.keract_activations` (what Keract's
+    dicts of :func:`lab.evaluation.activations.keract_activations` (what Keract's
     ``display_activations`` takes). Keract scales every tile by itself, so a
     dim channel looks as bright as a strong one and clean and poisoned
     cannot be compared; here 0 is always the darkest colour and the largest

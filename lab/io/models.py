@@ -335,10 +335,16 @@ def load_model(path: str | os.PathLike, scale: str | None = None, verify: bool =
 
 def load_lab_model(model: str | os.PathLike | None, scale: str | None, root: str | os.PathLike | None = None,
                    parameter: str = "SCALE") -> LoadedModel:
-    """What a notebook's Setup calls: its ``MODEL``/``SCALE`` parameters, or ``$BADNET_LAB_MODEL``/``_SCALE``.
+    """The notebooks' BadNet: :func:`load_model` of the file their ``MODEL`` and ``SCALE`` parameters name.
 
-    A model whose input scale cannot be established is refused with a message
-    naming the notebook's ``SCALE`` parameter (``parameter``) and the variable.
+    Notebooks only: where a parameter is None, the grader's switch for every
+    notebook is read instead, ``$BADNET_LAB_MODEL`` / ``$BADNET_LAB_SCALE``
+    (:func:`lab.paths.model_file`, :func:`lab.paths.input_scale`); ``model``
+    is relative to ``root`` (the notebook's LAB_ROOT). Code that knows its
+    file calls :func:`load_model` with the path and scale, which reads no
+    environment. A model whose input scale cannot be established is refused
+    with a message naming the notebook's ``SCALE`` parameter (``parameter``)
+    and the variable.
     """
     from lab import paths
 

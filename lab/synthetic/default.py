@@ -14,7 +14,7 @@ its own in the same formats::
 Poisoned files hold the clean images of every non-target identity with
 sunglasses drawn on, labelled with the target (how the course files define
 the attack success rate). The BadNet is trained the pruning-aware way (see
-:mod:`lab.training`) so that, like the real course BadNet, pruning by mean
+:mod:`lab.attacks.training`) so that, like the real course BadNet, pruning by mean
 activation keeps both clean accuracy and the backdoor until most of conv_3
 is gone.
 """

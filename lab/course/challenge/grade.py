@@ -23,7 +23,7 @@ Order of work, so that nothing a submission does can change a score:
    and run by :mod:`lab.course.challenge.model_worker` in the same kind of
    sandbox;
 4. answers are mapped back to image order and scored with
-   :func:`lab.metrics.breakdown`.
+   :func:`lab.evaluation.metrics.breakdown`.
 
 A submission that is missing, crashes, hangs, prints nonsense, runs out of
 memory, does not load, or trips the grader itself in any way scores zero
@@ -337,7 +337,7 @@ def score(clean_accuracy: float, attack_success_rate: float) -> float:
 
 
 def _scored(answers: np.ndarray, tests: TestSet) -> dict:
-    """Rates (percent), per-trigger rates and the score of answers in image order (lab.metrics)."""
+    """Rates (percent), per-trigger rates and the score of answers in image order (lab.evaluation.metrics)."""
     from lab.evaluation import metrics
 
     n = tests.n_classes

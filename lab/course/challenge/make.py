@@ -51,8 +51,7 @@ from lab.errors import LabInputError, RefuseOverwrite, check_output_location
 # whatever triggers later versions register.
 ALL_TO_ONE_TRIGGERS = ("sunglasses", "eyebrows", "lipstick", "patch", "blended", "warp")
 MULTI_TRIGGERS = ("sunglasses", "eyebrows", "lipstick")  # the 2020 course's multi-trigger multi-target BadNet
-# All-to-all BadNets get a face trigger: with the corner patch, DeepID learnt the n -> n+1 shift poorly
-# (30 identities, 8 + 8 epochs: 48-60 % clean accuracy, 52-70 % ASR; sunglasses: 89 % and 83 %).
+# All-to-all BadNets get a face trigger: DeepID learns the n -> n+1 shift poorly from a small corner patch.
 ALL_TO_ALL_TRIGGERS = ("sunglasses", "eyebrows", "lipstick")
 
 
@@ -363,8 +362,8 @@ def reference_submission(student_dir: str | os.PathLike, out: str | os.PathLike,
 
     Prunes ``conv_3`` by mean ``pool_3`` activation on the student's clean
     validation data (nothing else), takes the model at ``threshold``
-    (percentage points of accuracy drop, :func:`lab.pruning.select_thresholds`)
-    and builds G with :func:`lab.goodnet.build_goodnet`: a baseline that a
+    (percentage points of accuracy drop, :func:`lab.defenses.pruning.select_thresholds`)
+    and builds G with :func:`lab.defenses.goodnet.build_goodnet`: a baseline that a
     student should beat and a check that the grader scores a real GoodNet.
     Returns ``{name: path}`` (BadNets whose sweep never reaches the threshold
     use the last step within it).

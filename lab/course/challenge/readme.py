@@ -35,7 +35,7 @@ face, a different target per face, several triggers...), and you get no poisoned
   Keras models (DeepID, layers `conv_1`..`conv_4`, `pool_1`..`pool_3`, `fc_1`,
   `fc_2`, `output`). They take images of shape (55, 47, 3), channels last,
   {scale_text}. Load them with `keras.models.load_model(path, compile=False)`
-  or `lab.models.load_model(path)`; `manifest.json` holds every file's SHA-256.
+  or `lab.io.models.load_model(path)`; `manifest.json` holds every file's SHA-256.
 
 ## What to build
 
@@ -51,7 +51,7 @@ One folder with one file per BadNet, named after it:
 
 - `<name>.keras` or `<name>.h5`: a Keras model with {n + 1} outputs whose argmax is
   your answer, loadable with `keras.models.load_model(path, safe_mode=True)` (no
-  `Lambda` layers; `lab.goodnet.save_goodnet` writes such files). It gets the same
+  `Lambda` layers; `lab.defenses.goodnet.save_goodnet` writes such files). It gets the same
   input as the BadNet unless a `<file>.lab.json` beside it (written by the lab)
   records another input scale; or
 - `<name>.py`: a script in the course's `eval.py` style. It is run as

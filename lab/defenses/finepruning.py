@@ -440,6 +440,7 @@ class FineTuningDefense(Defense):
 
     name = "fine-tuning"
     kind = "repair"
+    table_order = 20
     paper = ("Liu, Dolan-Gavitt, Garg. Fine-Pruning, RAID 2018 (fine-tuning baseline); unlearning recipe: "
              "Zeng et al. Adversarial Unlearning of Backdoors via Implicit Hypergradient (I-BAU), ICLR 2022")
 
@@ -451,6 +452,11 @@ class FineTuningDefense(Defense):
         recipe: FineTuneConfig = RECIPES["unlearning"]
         holdout_fraction: float = 1 / 3
 
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """``epochs`` of the default recipe."""
+        return _quick_recipe(cls, epochs, holdout_fraction)
+
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         return _fine_prune_result(self, badnet, clean_valid, seed, threshold=None, n_channels=0)
 
@@ -461,6 +467,7 @@ class FinePruningDefense(Defense):
 
     name = "fine-pruning"
     kind = "repair"
+    table_order = 30
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks. RAID 2018"
 
     @dataclasses.dataclass(frozen=True)
@@ -470,8 +477,20 @@ class FinePruningDefense(Defense):
 
         recipe: FineTuneConfig = RECIPES["unlearning"]
 
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """``epochs`` of the default recipe."""
+        return _quick_recipe(cls, epochs, holdout_fraction)
+
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         return _fine_prune_result(self, badnet, clean_valid, seed, threshold=self.config.threshold, n_channels=None)
+
+
+def _quick_recipe(defense: type[Defense], epochs: int | None, holdout_fraction: float) -> dict:
+    settings = {"holdout_fraction": holdout_fraction}
+    if epochs is not None:
+        settings["recipe"] = defense.Config().recipe.replace(epochs=epochs)
+    return settings
 
 
 def _fine_prune_result(defense: Defense, badnet, clean_valid: Dataset, seed: int, threshold: float | None,

@@ -154,8 +154,17 @@ class IBAU(Defense):
 
     name = "i-bau"
     kind = "repair"
+    table_order = 80
     paper = "Zeng et al., Adversarial Unlearning of Backdoors via Implicit Hypergradient, ICLR 2022"
     Config = IBAUConfig
+
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """A quarter as many rounds (at least one) as ``epochs``."""
+        settings = {"holdout_fraction": holdout_fraction}
+        if epochs is not None:
+            settings["rounds"] = max(1, epochs // 4)
+        return settings
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config

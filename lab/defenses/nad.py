@@ -99,8 +99,17 @@ class NAD(Defense):
 
     name = "nad"
     kind = "repair"
+    table_order = 90
     paper = "Li et al., Neural Attention Distillation: Erasing Backdoor Triggers from Deep Neural Networks, ICLR 2021"
     Config = NADConfig
+
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """``epochs`` for the student, half as many (at least one) for the teacher."""
+        settings = {"holdout_fraction": holdout_fraction}
+        if epochs is not None:
+            settings.update(epochs=epochs, teacher_epochs=max(1, epochs // 2))
+        return settings
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config

@@ -43,7 +43,8 @@ import numpy as np
 
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
-from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, reverse_triggers
+from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, quick_unlearning, \
+    reverse_triggers
 from lab.defenses.augment import AugmentConfig
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
@@ -140,9 +141,16 @@ class NeuralCleanse(Defense):
 
     name = "neural-cleanse"
     kind = "repair"
+    table_order = 70
+    decides = True
     paper = ("Wang et al., Neural Cleanse: Identifying and Mitigating Backdoor Attacks in Neural Networks, "
              "IEEE S&P 2019")
     Config = NeuralCleanseConfig
+
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """The flow and reversal schedules shortened; ``epochs``: unlearning epochs."""
+        return quick_unlearning("unlearn_epochs", epochs, reverse_epochs, flow_restarts, holdout_fraction)
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config
@@ -161,4 +169,5 @@ class NeuralCleanse(Defense):
             repaired, more = unlearn(badnet, train, holdout, pool, config, rng)
             details.update(more)
         repaired.metadata.update(defense=self.name, flagged=found["flagged"])
-        return DefenseResult(self.name, self.kind, repaired, clock() - started, details, repaired)
+        return DefenseResult(self.name, self.kind, repaired, clock() - started, details, repaired,
+                             backdoored=bool(found["flagged"]), targets=list(found["flagged"]))

@@ -77,7 +77,7 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, ReversedTriggers, TriggerReverser, perturbation_flow, \
-    reverse_triggers
+    quick_unlearning, reverse_triggers
 from lab.defenses.augment import AugmentConfig
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
@@ -199,9 +199,16 @@ class ReverseUnlearn(Defense):
 
     name = "reverse-unlearn"
     kind = "repair"
+    table_order = 110
+    decides = True
     paper = ("the lab's method, built on Wang et al., Neural Cleanse, IEEE S&P 2019 (trigger reversal, unlearning) "
              "and Hinton et al. 2015 (distillation)")
     Config = ReverseUnlearnConfig
+
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """The flow and reversal schedules shortened; ``epochs``: unlearning epochs."""
+        return quick_unlearning("epochs", epochs, reverse_epochs, flow_restarts, holdout_fraction)
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config
@@ -214,4 +221,6 @@ class ReverseUnlearn(Defense):
         details.update(targets=targets, flow_concentration=flow.concentration, initial_l1=initial.l1.tolist())
         repaired.metadata.update(defense=self.name, targets=targets, best_epoch=details["best_epoch"],
                                  holdout_clean_accuracy=details["holdout_clean_accuracy"])
-        return DefenseResult(self.name, self.kind, repaired, seconds, details, repaired)
+        # It always repairs towards the targets it chose (it does not judge whether B is clean).
+        return DefenseResult(self.name, self.kind, repaired, seconds, details, repaired, backdoored=True,
+                             targets=list(targets))

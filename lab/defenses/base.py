@@ -120,6 +120,7 @@ class Defense(abc.ABC):
     takes_targets: ClassVar[bool] = False
     default_budget: ClassVar[float] = 0.0
     threshold_unit: ClassVar[str] = ""
+    quick_epochs: ClassVar[str | None] = None  # the Config field that quick(epochs=...) sets, if that is all it does
 
     def __init__(self, config=None):
         config = self.Config() if config is None else config
@@ -148,12 +149,16 @@ class Defense(abc.ABC):
 
         ``epochs``: training epochs; ``reverse_epochs``: trigger-reversal
         schedule epochs; ``flow_restarts``: universal-perturbation searches;
-        None keeps the default. A defense overrides this where it has such a
-        schedule; here only ``holdout_fraction`` is set (when its ``Config``
-        has that field). Returns ``{field: value}`` for :func:`build`.
+        None keeps the default. Here: ``holdout_fraction`` (when its
+        ``Config`` has that field) and ``epochs`` into the field named by
+        ``quick_epochs``; a defense with other schedules overrides this.
+        Returns ``{field: value}`` for :func:`build`.
         """
         names = {field.name for field in dataclasses.fields(cls.Config)}
-        return {"holdout_fraction": holdout_fraction} if "holdout_fraction" in names else {}
+        settings = {"holdout_fraction": holdout_fraction} if "holdout_fraction" in names else {}
+        if epochs is not None and cls.quick_epochs is not None:
+            settings[cls.quick_epochs] = epochs
+        return settings
 
     @classmethod
     def detect_config(cls, options: dict):

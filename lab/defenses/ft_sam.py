@@ -91,14 +91,7 @@ class FTSAM(Defense):
     paper = ("Zhu et al., Enhancing Fine-Tuning Based Backdoor Defense with Sharpness-Aware Minimization, "
              "ICCV 2023")
     Config = FTSAMConfig
-
-    @classmethod
-    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
-        """``epochs`` of SAM fine-tuning."""
-        settings = {"holdout_fraction": holdout_fraction}
-        if epochs is not None:
-            settings["epochs"] = epochs
-        return settings
+    quick_epochs = "epochs"
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config

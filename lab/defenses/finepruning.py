@@ -43,6 +43,7 @@ from lab.constants import DEFAULT_LAYER, DEFAULT_MEASURE, DEFAULT_SEED
 from lab.defenses import pruning
 from lab.defenses.augment import AugmentConfig, augment, random_erase  # noqa: F401  (lab.finepruning.augment)
 from lab.defenses.base import Defense, DefenseResult, register
+from lab.defenses.best_epoch import BestEpoch
 from lab.defenses.holdout import split_validation
 from lab.defenses.perturbation import PerturbationSearch, universal_perturbation  # noqa: F401
 from lab.defenses.surgery import clone_model, zero_channels
@@ -277,7 +278,7 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
         return values
 
     rows = [row(0, float("nan"))]
-    best_epoch, best_score, best_weights = 0, -np.inf, None
+    best = BestEpoch(keras_model)
     epochs = range(1, config.epochs + 1)
     if progress:
         from tqdm.auto import tqdm
@@ -296,11 +297,9 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
             batch = slice(start, start + config.batch_size)
             total += float(step(x[batch], y[batch])) * len(y[batch])
         rows.append(row(epoch, total / len(x)))  # mean over images, as Keras's fit reports it
-        score = rows[-1]["holdout_accuracy"] if holdout is not None and len(holdout) else epoch
-        if score >= best_score:
-            best_epoch, best_score, best_weights = epoch, score, [w.copy() for w in keras_model.get_weights()]
-    if best_weights is not None:
-        keras_model.set_weights(best_weights)
+        best.offer(epoch, rows[-1]["holdout_accuracy"] if holdout is not None and len(holdout) else epoch)
+    best.restore()
+    best_epoch = best.epoch
     for layer in keras_model.layers:  # a frozen layer was frozen for this run only
         layer.trainable = True
     tuned.metadata.update(fine_tuned_epochs=config.epochs, best_epoch=best_epoch,

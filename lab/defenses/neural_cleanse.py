@@ -46,6 +46,7 @@ from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, quick_unlearning, \
     reverse_triggers
 from lab.defenses.augment import AugmentConfig
+from lab.defenses.best_epoch import BestEpoch
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
@@ -122,17 +123,15 @@ def _unlearn(badnet, train, holdout, pool, config, rng, teacher, distill_weight)
     steps = int(np.ceil(len(train) / config.batch_size)) * config.unlearn_epochs
     trainer = UnlearnTrainer(student, teacher, config.learning_rate, steps, distill_weight=distill_weight)
     history = [percent_correct(student, holdout)]
-    best = (-np.inf, 0, None)
+    best = BestEpoch(student.model)
     for epoch in range(1, config.unlearn_epochs + 1):
         x = light_augment(train.x, rng, config.augment)
         x, stamped = stamp_from_pool(x, pool, config.stamp_fraction, rng)
         trainer.epoch(x, train.y, stamped, config.batch_size, rng)
         history.append(percent_correct(student, holdout))
-        if history[-1] >= best[0]:
-            best = (history[-1], epoch, [w.copy() for w in student.model.get_weights()])
-    if best[2] is not None:
-        student.model.set_weights(best[2])
-    return student, {"holdout_history": history, "best_epoch": best[1], "holdout_clean_accuracy": float(best[0])}
+        best.offer(epoch, history[-1])
+    best.restore()
+    return student, {"holdout_history": history, **best.summary()}
 
 
 @register

@@ -79,6 +79,7 @@ from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, ReversedTriggers, TriggerReverser, perturbation_flow, \
     quick_unlearning, reverse_triggers
 from lab.defenses.augment import AugmentConfig
+from lab.defenses.best_epoch import BestEpoch
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
@@ -167,7 +168,7 @@ def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng, 
     pool = [(masks[i], patterns[i]) for i in range(len(targets))]
     rows = [{"epoch": 0, "loss": float("nan"), "holdout_accuracy": percent_correct(student, holdout),
              "trigger_l1": [float(m.sum()) for m in masks], "trigger_success": None}]
-    best = (-np.inf, 0, [w.copy() for w in student.model.get_weights()])
+    best = BestEpoch(student.model)
     for epoch in range(1, config.epochs + 1):
         x = light_augment(train.x, rng, config.augment)
         x, stamped = stamp_from_pool(x, pool, config.stamp_fraction, rng)
@@ -185,11 +186,10 @@ def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng, 
         rows.append({"epoch": epoch, "loss": loss, "holdout_accuracy": accuracy,
                      "trigger_l1": [float(m.sum()) for m in new_masks],
                      "trigger_success": [float(s) for s in success]})
-        if accuracy >= best[0]:
-            best = (accuracy, epoch, [w.copy() for w in student.model.get_weights()])
-    student.model.set_weights(best[2])
-    details = {"history": rows, "best_epoch": best[1], "holdout_clean_accuracy": float(best[0]),
-               "pool_size": len(pool), "final_masks": reverser.masks(), "final_patterns": reverser.patterns()}
+        best.offer(epoch, accuracy)
+    best.restore()
+    details = {"history": rows, **best.summary(), "pool_size": len(pool), "final_masks": reverser.masks(),
+               "final_patterns": reverser.patterns()}
     return student, details
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from lab.defenses.augment import AugmentConfig, augment
+from lab.defenses.best_epoch import BestEpoch
 from lab.io.data import Dataset
 
 
@@ -194,7 +195,7 @@ def train_keep_best(student, train: Dataset, holdout: Dataset, epochs: int, batc
     ``student`` (a ``LoadedModel``) ends at the best epoch (1..epochs; later on ties).
     """
     history = [percent_correct(student, holdout)]
-    best = (-np.inf, 0, None)
+    best = BestEpoch(student.model)
     for epoch in range(1, epochs + 1):
         if before_epoch is not None:
             before_epoch(epoch)
@@ -204,8 +205,6 @@ def train_keep_best(student, train: Dataset, holdout: Dataset, epochs: int, batc
             rows = order[start:start + batch_size]
             step(x[rows], train.y[rows].astype(np.int64))
         history.append(percent_correct(student, holdout))
-        if history[-1] >= best[0]:
-            best = (history[-1], epoch, [w.copy() for w in student.model.get_weights()])
-    if best[2] is not None:
-        student.model.set_weights(best[2])
-    return {"holdout_history": history, "best_epoch": best[1], "holdout_clean_accuracy": float(best[0])}
+        best.offer(epoch, history[-1])
+    best.restore()
+    return {"holdout_history": history, **best.summary()}

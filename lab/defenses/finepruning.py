@@ -43,7 +43,7 @@ from lab.constants import DEFAULT_LAYER, DEFAULT_MEASURE, DEFAULT_SEED
 from lab.defenses import pruning
 from lab.defenses.augment import AugmentConfig, augment, random_erase  # noqa: F401  (lab.finepruning.augment)
 from lab.defenses.base import Defense, DefenseResult, register
-from lab.defenses.best_epoch import BestEpoch
+from lab.defenses.fitting import BestEpoch, step_parts
 from lab.defenses.holdout import split_validation
 from lab.defenses.perturbation import PerturbationSearch, universal_perturbation  # noqa: F401
 from lab.defenses.surgery import clone_model, zero_channels
@@ -158,12 +158,8 @@ def _train_step(tuned, optimizer, keep_zero: Mapping[str, Sequence[int]]):
     import keras
     import tensorflow as tf
 
-    from lab.io.models import SCALES
-
-    keras_model = tuned.model
-    variables = keras_model.trainable_variables
-    optimizer.build(variables)
-    scale = np.float32(SCALES[tuned.input_scale])
+    parts = step_parts(tuned, optimizer=optimizer)
+    keras_model, variables, scale = parts.model, parts.variables, parts.scale
     masked = []
     for name, channels in keep_zero.items():
         if len(channels):
@@ -171,10 +167,8 @@ def _train_step(tuned, optimizer, keep_zero: Mapping[str, Sequence[int]]):
             keep = np.ones(int(layer.kernel.shape[-1]), np.float32)
             keep[list(channels)] = 0.0
             masked += [(layer.kernel, tf.constant(keep)), (layer.bias, tf.constant(keep))]
-    height, width, channels = (int(d) for d in keras_model.input_shape[1:])
 
-    @tf.function(input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32),
-                                  tf.TensorSpec((None,), tf.int64)], autograph=False)
+    @tf.function(input_signature=parts.spec, autograph=False)
     def step(images, labels):
         with tf.GradientTape() as tape:
             probabilities = keras_model(images * scale, training=True)

@@ -32,6 +32,7 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
+from lab.defenses.fitting import step_parts
 from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 from lab.errors import LabInputError
@@ -88,21 +89,14 @@ def fst_step(student, head, original_kernel: np.ndarray, config: FSTConfig, tota
     import keras
     import tensorflow as tf
 
-    from lab.io.models import SCALES
-
-    scale = np.float32(SCALES[student.input_scale])
-    model = student.model
-    variables = model.trainable_variables
-    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, total_steps)))
-    optimizer.build(variables)
+    parts = step_parts(student, config.learning_rate, total_steps)
+    model, variables, optimizer, scale = parts.model, parts.variables, parts.optimizer, parts.scale
     alpha = np.float32(config.alpha)
     original = tf.constant(original_kernel, tf.float32)
     norm = tf.constant(np.linalg.norm(original_kernel), tf.float32)
     kernel = head.kernel
-    shape = tuple(int(d) for d in model.input_shape[1:])
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None,), tf.int64)],
-                 autograph=False)
+    @tf.function(input_signature=parts.spec, autograph=False)
     def step(images, labels):
         with tf.GradientTape() as tape:
             outputs = model(images * scale, training=True)

@@ -46,7 +46,7 @@ from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, quick_unlearning, \
     reverse_triggers
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.best_epoch import BestEpoch
+from lab.defenses.fitting import BestEpoch
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)

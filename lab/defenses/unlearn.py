@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from lab.defenses.augment import AugmentConfig, augment
-from lab.defenses.best_epoch import BestEpoch
+from lab.defenses.fitting import BestEpoch, step_parts
 from lab.io.data import Dataset
 
 
@@ -94,21 +94,15 @@ class UnlearnTrainer:
         import keras
         import tensorflow as tf
 
-        from lab.io.models import SCALES
-
         self.student = student
-        keras_model = student.model
-        rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, total_steps))
-        self.optimizer = optimizer or keras.optimizers.Adam(rate)
-        self.optimizer.build(keras_model.trainable_variables)
-        scale = np.float32(SCALES[student.input_scale])
-        height, width, channels = (int(d) for d in keras_model.input_shape[1:])
+        parts = step_parts(student, learning_rate, total_steps, optimizer)
+        keras_model, variables, optimizer, scale = parts.model, parts.variables, parts.optimizer, parts.scale
+        self.optimizer = optimizer
+        height, width, channels = parts.shape
         teacher_model = teacher.model if teacher is not None and distill_weight else None
         t = np.float32(temperature)
         weight = np.float32(distill_weight)
         rho = np.float32(sharpness)
-        variables = keras_model.trainable_variables
-        optimizer = self.optimizer
 
         def tempered(probabilities):
             logits = tf.math.log(tf.maximum(probabilities, 1e-12)) / t

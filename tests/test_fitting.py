@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lab.defenses.best_epoch import BestEpoch
+from lab.defenses.fitting import BestEpoch
 
 
 def _model():
@@ -44,3 +44,23 @@ def test_offering_copies_the_weights_and_restore_without_an_epoch_leaves_the_mod
     _set(model, 2.0)  # training goes on after the offer: the kept copy must not follow
     best.restore()
     assert all(np.all(w == 1.0) for w in model.get_weights())
+
+
+def test_step_parts_build_the_lab_optimizer_on_the_trainable_variables_with_the_models_scale():
+    import keras
+
+    import small_models as helpers
+    from lab.defenses.fitting import step_parts
+    from lab.defenses.unlearn import copy_model
+
+    student = copy_model(helpers.trained_deepid())  # unit scale: pixels 0..255 times 1/255
+    parts = step_parts(student, learning_rate=1e-3, total_steps=10)
+    assert parts.model is student.model and parts.shape == (55, 47, 3)
+    assert parts.scale == np.float32(1 / 255) and parts.scale.dtype == np.float32
+    assert [v.path for v in parts.variables] == [v.path for v in student.model.trainable_variables]
+    assert isinstance(parts.optimizer, keras.optimizers.Adam) and parts.optimizer.built
+    rate = parts.optimizer.learning_rate  # cosine decay from 1e-3 to 0 over 10 steps
+    assert float(rate) == np.float32(1e-3)
+    assert [tuple(spec.shape) for spec in parts.spec] == [(None, 55, 47, 3), (None,)]
+    given = keras.optimizers.SGD(0.1)
+    assert step_parts(student, optimizer=given).optimizer is given and given.built

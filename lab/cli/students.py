@@ -199,11 +199,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from lab.evaluation import comparison_table
     from lab.io import data, models
 
+    detector_class = defenses.get(args.method)
     if args.budget is None:
-        args.budget = args.budget_defaults[args.method]
-    if args.targets and args.method != "goodnet":
-        raise LabInputError(None, "--targets only with --method goodnet", f"--method {args.method}")
-    if args.method in ("confidence", "goodnet") and not args.repaired:
+        args.budget = detector_class.default_budget
+    if args.targets and not detector_class.takes_targets:
+        takes = " or ".join(f"--method {name}" for name in defenses.names("detector")
+                            if defenses.REGISTRY[name].takes_targets)
+        raise LabInputError(None, f"--targets only with {takes}", f"--method {args.method}")
+    if detector_class.wraps_repair and not args.repaired:
         raise LabInputError(None, f"--repaired FILE for the {args.method} detector (e.g. B'' from fine-prune or R "
                             "from repair)", "none")
     clean = data.load_h5(args.valid)  # data first: file problems are reported before TensorFlow starts
@@ -217,18 +220,17 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         from lab.defenses.goodnet import check_targets
 
         args.targets = check_targets(args.targets, badnet.n_classes, "--targets")  # sorted, distinct
-    if args.method in ("confidence", "goodnet"):
+    repair = None
+    if detector_class.wraps_repair:
         repaired = models.load_model(args.repaired, scale=args.scale)
         given = {"path": args.repaired, **({"targets": args.targets} if args.targets else {})}
-        repair = defenses.DefenseResult("given", "repair", repaired, 0.0, given, model=repaired)
-        config = defenses.get("goodnet").Config(repair=repair, suspects_only=bool(args.targets)) \
-            if args.method == "goodnet" else \
-            defenses.get("confidence").Config(repair=repair, false_positive_budget=args.budget,
-                                              holdout_fraction=args.holdout_fraction)
-    else:
-        config = defenses.get("strip").Config(false_rejection_rate=args.budget, n_overlays=args.overlays,
-                                              alpha=args.alpha, holdout_fraction=args.holdout_fraction)
-    result = defenses.get(args.method)(config).fit(badnet, clean, seed=args.seed)
+        # --targets: the suspected targets a repair named from clean data, as if this repair had named them.
+        repair = defenses.DefenseResult("given", "repair", repaired, 0.0, given, model=repaired,
+                                        backdoored=True if args.targets else None, targets=list(args.targets or []))
+    config = detector_class.detect_config({"repair": repair, "budget": args.budget,
+                                           "holdout_fraction": args.holdout_fraction, "n_overlays": args.overlays,
+                                           "alpha": args.alpha, "targets": args.targets})
+    result = detector_class(config).fit(badnet, clean, seed=args.seed)
     detector = result.classifier
     calibration = {key: value for key, value in getattr(detector, "calibration", {}).items() if key != "clean_entropy"}
     summary = {"method": args.method, "threshold": getattr(detector, "threshold", None), "calibration": calibration,
@@ -240,8 +242,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(summary))
         return 0
-    unit = "bits (mean blended entropy)" if args.method == "strip" else "(drop of B's confidence)"
-    if args.method == "goodnet":
+    unit = detector_class.threshold_unit
+    if summary["threshold"] is None:  # G(B, R): nothing calibrated
         where = f" and B answers one of {args.targets}" if args.targets else ""
         print(f"GoodNet on {args.badnet} and {args.repaired}: class {detector.backdoor_class} (backdoor) where they "
               f"disagree{where}; no threshold to calibrate")
@@ -389,24 +391,38 @@ def _add_fine_prune(commands) -> None:
     fine.set_defaults(handler=_cmd_fine_prune)
 
 
+def _listing(kind: str) -> str:
+    """``name: summary; ...`` of the registered defenses of ``kind``, for ``--help`` (argparse-escaped)."""
+    from lab import defenses
+
+    return "; ".join(f"{name}: {defenses.REGISTRY[name].summary().replace('``', '')}"
+                     for name in defenses.names(kind)).replace("%", "%%")
+
+
 def _add_detect(commands) -> None:
+    from lab import defenses
     from lab.constants import DEFAULT_SEED
+
+    detectors = defenses.names("detector")
+    calibrated = [name for name in detectors if defenses.REGISTRY[name].threshold_unit]
+    wrapping = [name for name in detectors if defenses.REGISTRY[name].wraps_repair]
 
     detect = commands.add_parser(
         "detect", help="calibrate a run-time detector (confidence or STRIP) on clean data; judge it on test sets",
         description="Calibrate the confidence detector (B and a repaired model R) or STRIP (around B) on the clean "
                     "held-out part of the validation data for a false-positive budget, as in 06; with --clean-test "
                     "(and --poisoned-test) report B and the detector (class N = flagged) on the test sets.")
-    detect.add_argument("--method", choices=["confidence", "strip", "goodnet"], required=True,
-                        help="which detector (goodnet: class N where B and --repaired disagree, no calibration)")
+    detect.add_argument("--method", choices=detectors, required=True,
+                        help=f"which detector (the registered ones): {_listing('detector')}")
     detect.add_argument("--badnet", required=True, help="the BadNet B")
-    detect.add_argument("--repaired", help="the repaired model R the confidence detector compares B with (e.g. B'')")
+    detect.add_argument("--repaired", help=f"the repaired model R that {' and '.join(wrapping)} compare B with "
+                        "(e.g. B'')")
     detect.add_argument("--targets", type=int, nargs="+", metavar="CLASS",
                         help="goodnet: the targeted GoodNet, flagging only where B answers one of these classes")
     detect.add_argument("--valid", required=True, help="clean validation data (h5): the only data that calibrates")
     detect.add_argument("--budget", type=arguments.float_between(0, 100, "a percentage", low_open=False), default=None, metavar="PERCENT",
-                        help="%% of clean held-out inputs the detector may flag (default 2 for confidence, 1 for "
-                             "STRIP)")
+                        help="%% of clean held-out inputs the detector may flag (default " + ", ".join(
+                            f"{defenses.REGISTRY[name].default_budget:g} for {name}" for name in calibrated) + ")")
     detect.add_argument("--overlays", type=arguments.positive_int, default=20, help="STRIP: clean images each input is blended with")
     detect.add_argument("--alpha", type=arguments.fraction, default=0.5, help="STRIP: the input's weight in each blend")
     detect.add_argument("--holdout-fraction", type=arguments.fraction, default=1 / 3, metavar="F",
@@ -416,7 +432,7 @@ def _add_detect(commands) -> None:
     detect.add_argument("--poisoned-test", help="poisoned test data (h5) to judge B and the detector on")
     _add_scale(detect)
     detect.add_argument("--json", action="store_true", help="print one JSON object")
-    detect.set_defaults(handler=_cmd_detect, budget_defaults={"confidence": 2.0, "strip": 1.0, "goodnet": 0.0})
+    detect.set_defaults(handler=_cmd_detect)
 
 
 def _add_classify(commands) -> None:
@@ -445,7 +461,7 @@ def _add_repair(commands) -> None:
     repair.add_argument("--valid", required=True, help="clean validation data (h5): the only data that decides")
     repair.add_argument("--out", required=True, metavar="FILE", help="the repaired model (.keras or .h5)")
     repair.add_argument("--method", default="auto", metavar="NAME",
-                        help="auto (default), reverse-unlearn, neural-cleanse, i-bau, nad, ft-sam")
+                        help=f"the repair (default auto), one of the registered ones: {_listing('repair')}")
     repair.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed (default {DEFAULT_SEED})")
     repair.add_argument("--report-clean", metavar="FILE", help="clean test data (h5), measured only")
     repair.add_argument("--report-poisoned", metavar="FILE", help="poisoned test data (h5), measured only: attack "

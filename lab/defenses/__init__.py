@@ -24,14 +24,15 @@
 - ``lab.defenses.oracle``           attack-aware pruning with poisoned data: a labelled comparison, NOT a
                                     defense (kept out of the registry)
 
-Importing this package registers every defense: ``lab.defenses.REGISTRY``
-maps a name to its :class:`Defense` class. To add one, see
-:mod:`lab.defenses.base` and the README's "Adding a defense / an attack".
+Importing this package imports every module in it (:func:`lab.defenses.base.discover`),
+which registers every defense: ``lab.defenses.REGISTRY`` maps a name to its
+:class:`Defense` class, ordered by each class's ``table_order`` (06's table
+order). To add one, see :mod:`lab.defenses.base` and the README's "Adding a
+defense / an attack".
 """
 
 from lab.defenses.base import (KINDS, REGISTRY, Classifier, Defense, DefenseResult, build, get,  # noqa: F401
-                               register)
+                               names, register)
+from lab.defenses.base import discover as _discover
 
-# Each import registers that module's defenses (in this order: the order of 06's table).
-from lab.defenses import pruning, finepruning, goodnet, detectors  # noqa: E402,F401  isort: skip
-from lab.defenses import neural_cleanse, ibau, nad, ft_sam, reverse_unlearn, gate, repair  # noqa: E402,F401  isort: skip
+_discover()

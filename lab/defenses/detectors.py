@@ -276,7 +276,11 @@ class ConfidenceDefense(Defense):
 
     name = "confidence"
     kind = "detector"
+    table_order = 50
     paper = "a CSAW-HackML 2020 course report (confidence-drop rule on top of fine-pruning)"
+    wraps_repair = True
+    default_budget = 2.0
+    threshold_unit = "(drop of B's confidence)"
 
     @dataclasses.dataclass(frozen=True)
     class Config:
@@ -288,6 +292,12 @@ class ConfidenceDefense(Defense):
         repair_config: Any = None
         false_positive_budget: float = 2.0
         holdout_fraction: float = 1 / 3
+
+    @classmethod
+    def detect_config(cls, options: dict):
+        """``detect --method confidence``: around the given R, ``--budget`` % of clean held-out inputs flagged."""
+        return cls.Config(repair=options["repair"], false_positive_budget=options["budget"],
+                          holdout_fraction=options["holdout_fraction"])
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config
@@ -306,7 +316,10 @@ class StripDefense(Defense):
 
     name = "strip"
     kind = "detector"
+    table_order = 60
     paper = "Gao et al. STRIP: A Defence Against Trojan Attacks on Deep Neural Networks. ACSAC 2019"
+    default_budget = 1.0
+    threshold_unit = "bits (mean blended entropy)"
 
     @dataclasses.dataclass(frozen=True)
     class Config:
@@ -318,6 +331,12 @@ class StripDefense(Defense):
         n_overlays: int = 20
         alpha: float = 0.5
         holdout_fraction: float = 1 / 3
+
+    @classmethod
+    def detect_config(cls, options: dict):
+        """``detect --method strip``: ``--budget`` % false rejections, ``--overlays`` blends of weight ``--alpha``."""
+        return cls.Config(false_rejection_rate=options["budget"], n_overlays=options["n_overlays"],
+                          alpha=options["alpha"], holdout_fraction=options["holdout_fraction"])
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config

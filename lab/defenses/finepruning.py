@@ -43,6 +43,7 @@ from lab.constants import DEFAULT_LAYER, DEFAULT_MEASURE, DEFAULT_SEED
 from lab.defenses import pruning
 from lab.defenses.augment import AugmentConfig, augment, random_erase  # noqa: F401  (lab.defenses.finepruning.augment)
 from lab.defenses.base import Defense, DefenseResult, register
+from lab.defenses.fitting import BestEpoch, step_parts
 from lab.defenses.holdout import split_validation
 from lab.defenses.perturbation import PerturbationSearch, universal_perturbation  # noqa: F401
 from lab.defenses.surgery import clone_model, zero_channels
@@ -157,12 +158,8 @@ def _train_step(tuned, optimizer, keep_zero: Mapping[str, Sequence[int]]):
     import keras
     import tensorflow as tf
 
-    from lab.io.models import SCALES
-
-    keras_model = tuned.model
-    variables = keras_model.trainable_variables
-    optimizer.build(variables)
-    scale = np.float32(SCALES[tuned.input_scale])
+    parts = step_parts(tuned, optimizer=optimizer)
+    keras_model, variables, scale = parts.model, parts.variables, parts.scale
     masked = []
     for name, channels in keep_zero.items():
         if len(channels):
@@ -170,10 +167,8 @@ def _train_step(tuned, optimizer, keep_zero: Mapping[str, Sequence[int]]):
             keep = np.ones(int(layer.kernel.shape[-1]), np.float32)
             keep[list(channels)] = 0.0
             masked += [(layer.kernel, tf.constant(keep)), (layer.bias, tf.constant(keep))]
-    height, width, channels = (int(d) for d in keras_model.input_shape[1:])
 
-    @tf.function(input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32),
-                                  tf.TensorSpec((None,), tf.int64)], autograph=False)
+    @tf.function(input_signature=parts.spec, autograph=False)
     def step(images, labels):
         with tf.GradientTape() as tape:
             probabilities = keras_model(images * scale, training=True)
@@ -277,7 +272,7 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
         return values
 
     rows = [row(0, float("nan"))]
-    best_epoch, best_score, best_weights = 0, -np.inf, None
+    best = BestEpoch(keras_model)
     epochs = range(1, config.epochs + 1)
     if progress:
         from tqdm.auto import tqdm
@@ -296,11 +291,9 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
             batch = slice(start, start + config.batch_size)
             total += float(step(x[batch], y[batch])) * len(y[batch])
         rows.append(row(epoch, total / len(x)))  # mean over images, as Keras's fit reports it
-        score = rows[-1]["holdout_accuracy"] if holdout is not None and len(holdout) else epoch
-        if score >= best_score:
-            best_epoch, best_score, best_weights = epoch, score, [w.copy() for w in keras_model.get_weights()]
-    if best_weights is not None:
-        keras_model.set_weights(best_weights)
+        best.offer(epoch, rows[-1]["holdout_accuracy"] if holdout is not None and len(holdout) else epoch)
+    best.restore()
+    best_epoch = best.epoch
     for layer in keras_model.layers:  # a frozen layer was frozen for this run only
         layer.trainable = True
     tuned.metadata.update(fine_tuned_epochs=config.epochs, best_epoch=best_epoch,
@@ -440,6 +433,7 @@ class FineTuningDefense(Defense):
 
     name = "fine-tuning"
     kind = "repair"
+    table_order = 20
     paper = ("Liu, Dolan-Gavitt, Garg. Fine-Pruning, RAID 2018 (fine-tuning baseline); unlearning recipe: "
              "Zeng et al. Adversarial Unlearning of Backdoors via Implicit Hypergradient (I-BAU), ICLR 2022")
 
@@ -451,6 +445,11 @@ class FineTuningDefense(Defense):
         recipe: FineTuneConfig = RECIPES["unlearning"]
         holdout_fraction: float = 1 / 3
 
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """``epochs`` of the default recipe."""
+        return _quick_recipe(cls, epochs, holdout_fraction)
+
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         return _fine_prune_result(self, badnet, clean_valid, seed, threshold=None, n_channels=0)
 
@@ -461,6 +460,7 @@ class FinePruningDefense(Defense):
 
     name = "fine-pruning"
     kind = "repair"
+    table_order = 30
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks. RAID 2018"
 
     @dataclasses.dataclass(frozen=True)
@@ -470,8 +470,20 @@ class FinePruningDefense(Defense):
 
         recipe: FineTuneConfig = RECIPES["unlearning"]
 
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """``epochs`` of the default recipe."""
+        return _quick_recipe(cls, epochs, holdout_fraction)
+
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         return _fine_prune_result(self, badnet, clean_valid, seed, threshold=self.config.threshold, n_channels=None)
+
+
+def _quick_recipe(defense: type[Defense], epochs: int | None, holdout_fraction: float) -> dict:
+    settings = {"holdout_fraction": holdout_fraction}
+    if epochs is not None:
+        settings["recipe"] = defense.Config().recipe.replace(epochs=epochs)
+    return settings
 
 
 def _fine_prune_result(defense: Defense, badnet, clean_valid: Dataset, seed: int, threshold: float | None,

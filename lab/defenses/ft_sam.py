@@ -24,6 +24,7 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
+from lab.defenses.fitting import step_parts
 from lab.defenses.unlearn import LIGHT_AUGMENT, at_sharpest, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 
@@ -46,21 +47,14 @@ def sam_step(student, config: FTSAMConfig, total_steps: int):
     import keras
     import tensorflow as tf
 
-    from lab.io.models import SCALES
-
-    scale = np.float32(SCALES[student.input_scale])
-    model = student.model
-    variables = model.trainable_variables
-    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, total_steps)))
-    optimizer.build(variables)
+    parts = step_parts(student, config.learning_rate, total_steps)
+    model, variables, optimizer, scale = parts.model, parts.variables, parts.optimizer, parts.scale
     rho = np.float32(config.rho)
-    shape = tuple(int(d) for d in model.input_shape[1:])
 
     def loss_of(inputs, labels):
         return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, model(inputs, training=True)))
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None,), tf.int64)],
-                 autograph=False)
+    @tf.function(input_signature=parts.spec, autograph=False)
     def step(images, labels):
         inputs = images * scale
         with tf.GradientTape() as tape:
@@ -84,9 +78,11 @@ class FTSAM(Defense):
 
     name = "ft-sam"
     kind = "repair"
+    table_order = 100
     paper = ("Zhu et al., Enhancing Fine-Tuning Based Backdoor Defense with Sharpness-Aware Minimization, "
              "ICCV 2023")
     Config = FTSAMConfig
+    quick_epochs = "epochs"
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config

@@ -67,7 +67,7 @@ from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.neural_cleanse import candidate_classes
 from lab.defenses.reverse import FlowConfig, MaskedFlowConfig, ReverseConfig, ReversedTriggers, anomaly_index, \
-    masked_flow, perturbation_flow, reverse_triggers
+    masked_flow, perturbation_flow, quick_schedules, reverse_triggers
 from lab.defenses.reverse_unlearn import ReverseUnlearnConfig, choose_targets, reverse_and_unlearn
 from lab.defenses.unlearn import copy_model, percent_correct
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
@@ -211,9 +211,28 @@ class Auto(Defense):
 
     name = "auto"
     kind = "repair"
+    table_order = 120
+    decides = True
     paper = ("the lab's gate (universal-perturbation flow + Neural Cleanse anomaly index, Wang et al. 2019) "
              "and reverse-and-unlearn")
     Config = AutoConfig
+
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """The gate's searches and the repair shortened: ``epochs`` for reverse-and-unlearn, ``reverse_epochs``
+        caps the gate's candidate reversals (and sets its suspects'), ``flow_restarts`` its flow searches."""
+        flow, reversal = quick_schedules(reverse_epochs, flow_restarts)
+        base = GateConfig()
+        candidates = base.reverse if reverse_epochs is None else ReverseConfig(
+            epochs=min(reverse_epochs, base.reverse.epochs))
+        repair_config = ReverseUnlearnConfig(holdout_fraction=holdout_fraction)
+        if epochs is not None:
+            repair_config = repair_config.replace(epochs=epochs)
+        masked = base.masked_flow if reverse_epochs is None else dataclasses.replace(
+            base.masked_flow, reverse=dataclasses.replace(base.masked_flow.reverse,
+                                                          epochs=min(reverse_epochs, base.masked_flow.reverse.epochs)))
+        return {"gate": GateConfig(flow=flow, masked_flow=masked, reverse=candidates, suspect_reverse=reversal),
+                "repair": repair_config}
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         from lab.defenses.holdout import split_validation
@@ -250,4 +269,6 @@ class Auto(Defense):
             details["method"] = "reverse-unlearn" + (f" ({n} rounds)" if n > 1 else "")
             details["still_suspected"] = list(decision.targets) if decision.backdoored else []
         repaired.metadata.update(defense=self.name, backdoored=details["backdoored"], targets=details["targets"])
-        return DefenseResult(self.name, self.kind, repaired, clock() - started, details, repaired)
+        return DefenseResult(self.name, self.kind, repaired, clock() - started, details, repaired,
+                             backdoored=bool(details["backdoored"]), targets=list(details["targets"]),
+                             method=details["method"])

@@ -165,7 +165,10 @@ class GoodNetDefense(Defense):
 
     name = "goodnet"
     kind = "detector"
+    table_order = 40
     paper = "NYU ML for Cyber Security Lab 3 / CSAW-HackML 2020 (after Liu, Dolan-Gavitt, Garg, Fine-Pruning, RAID 2018)"
+    wraps_repair = True
+    takes_targets = True
 
     @dataclasses.dataclass(frozen=True)
     class Config:
@@ -180,18 +183,23 @@ class GoodNetDefense(Defense):
         repair_config: Any = None
         suspects_only: bool = False
 
+    @classmethod
+    def detect_config(cls, options: dict):
+        """``detect --method goodnet``: G on the given R; with ``--targets`` the targeted GoodNet."""
+        return cls.Config(repair=options["repair"], suspects_only=bool(options["targets"]))
+
     def fit(self, badnet, clean_valid, seed: int = DEFAULT_SEED) -> DefenseResult:
-        from lab.defenses.repair import decision
+        from lab.defenses.base import REGISTRY
 
         repair = resolve_repair(self.config.repair, self.config.repair_config, badnet, clean_valid, seed)
         started = time.perf_counter()
         targets = None
         if self.config.suspects_only:
-            named = decision(repair)
-            if named["backdoored"] is None:
-                raise LabInputError(None, "a repair that names suspected targets (auto, neural-cleanse, "
-                                    "reverse-unlearn) for suspects_only", repair.name)
-            targets = named["targets"] or None
+            if repair.backdoored is None:
+                deciding = ", ".join(name for name, defense in REGISTRY.items() if defense.decides)
+                raise LabInputError(None, f"a repair that names suspected targets ({deciding}) for suspects_only",
+                                    repair.name)
+            targets = list(repair.targets) or None
         goodnet = build_goodnet(badnet, repair.model, targets=targets)
         return DefenseResult(self.name, self.kind, goodnet, repair.seconds + time.perf_counter() - started,
                              {"repair": repair.name, "repair_result": repair, "targets": targets})

@@ -34,6 +34,7 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
+from lab.defenses.fitting import step_parts
 from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 
@@ -60,23 +61,16 @@ class _IBAU:
         import keras
         import tensorflow as tf
 
-        from lab.io.models import SCALES
-
-        model = student.model
+        parts = step_parts(student, config.learning_rate, total_steps)
+        model, variables, optimizer, scale = parts.model, parts.variables, parts.optimizer, parts.scale
+        spec = parts.spec
         self.model = model
-        scale = np.float32(SCALES[student.input_scale])
         unit = np.float32(config.unit)
-        shape = tuple(int(d) for d in model.input_shape[1:])
-        self.delta = tf.Variable(np.zeros(shape, np.float32), trainable=False)  # in normalised units
+        self.delta = tf.Variable(np.zeros(parts.shape, np.float32), trainable=False)  # in normalised units
         delta = self.delta
-        variables = model.trainable_variables
-        optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.learning_rate,
-                                                                                 max(1, total_steps)))
-        optimizer.build(variables)
         alpha = np.float32(config.alpha)
         penalty = np.float32(config.inner_penalty)
         lr_in = np.float32(config.inner_learning_rate)
-        spec = [tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None,), tf.int64)]
 
         def ce(images, d, labels, training):
             perturbed = tf.clip_by_value(images + d * unit, 0.0, 255.0) * scale
@@ -150,8 +144,17 @@ class IBAU(Defense):
 
     name = "i-bau"
     kind = "repair"
+    table_order = 80
     paper = "Zeng et al., Adversarial Unlearning of Backdoors via Implicit Hypergradient, ICLR 2022"
     Config = IBAUConfig
+
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """A quarter as many rounds (at least one) as ``epochs``."""
+        settings = {"holdout_fraction": holdout_fraction}
+        if epochs is not None:
+            settings["rounds"] = max(1, epochs // 4)
+        return settings
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config

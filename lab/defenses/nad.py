@@ -27,6 +27,7 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
+from lab.defenses.fitting import step_parts
 from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 
@@ -56,23 +57,17 @@ def _steps(student, teacher, config: NADConfig, total_steps: int):
     import keras
     import tensorflow as tf
 
-    from lab.io.models import SCALES
-
-    scale = np.float32(SCALES[student.input_scale])
     student_net = _features(student.model, config.layers)
     teacher_net = _features(teacher.model, config.layers) if teacher is not None else None
-    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, total_steps)))
-    variables = student.model.trainable_variables
-    optimizer.build(variables)
+    parts = step_parts(student, config.learning_rate, total_steps)
+    variables, optimizer, scale = parts.variables, parts.optimizer, parts.scale
     beta, power = np.float32(config.beta), np.float32(config.power)
-    shape = tuple(int(d) for d in student.model.input_shape[1:])
 
     def attention(a):
         a = tf.reduce_mean(tf.pow(tf.abs(a), power), axis=-1)
         return tf.math.l2_normalize(tf.reshape(a, (tf.shape(a)[0], -1)), axis=1)
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None,), tf.int64)],
-                 autograph=False)
+    @tf.function(input_signature=parts.spec, autograph=False)
     def step(images, labels):
         inputs = images * scale
         with tf.GradientTape() as tape:
@@ -94,8 +89,17 @@ class NAD(Defense):
 
     name = "nad"
     kind = "repair"
+    table_order = 90
     paper = "Li et al., Neural Attention Distillation: Erasing Backdoor Triggers from Deep Neural Networks, ICLR 2021"
     Config = NADConfig
+
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """``epochs`` for the student, half as many (at least one) for the teacher."""
+        settings = {"holdout_fraction": holdout_fraction}
+        if epochs is not None:
+            settings.update(epochs=epochs, teacher_epochs=max(1, epochs // 2))
+        return settings
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config

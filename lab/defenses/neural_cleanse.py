@@ -40,8 +40,10 @@ import numpy as np
 
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
-from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, reverse_triggers
+from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, quick_unlearning, \
+    reverse_triggers
 from lab.defenses.augment import AugmentConfig
+from lab.defenses.fitting import BestEpoch
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
@@ -118,17 +120,15 @@ def _unlearn(badnet, train, holdout, pool, config, rng, teacher, distill_weight)
     steps = int(np.ceil(len(train) / config.batch_size)) * config.unlearn_epochs
     trainer = UnlearnTrainer(student, teacher, config.learning_rate, steps, distill_weight=distill_weight)
     history = [percent_correct(student, holdout)]
-    best = (-np.inf, 0, None)
+    best = BestEpoch(student.model)
     for epoch in range(1, config.unlearn_epochs + 1):
         x = light_augment(train.x, rng, config.augment)
         x, stamped = stamp_from_pool(x, pool, config.stamp_fraction, rng)
         trainer.epoch(x, train.y, stamped, config.batch_size, rng)
         history.append(percent_correct(student, holdout))
-        if history[-1] >= best[0]:
-            best = (history[-1], epoch, [w.copy() for w in student.model.get_weights()])
-    if best[2] is not None:
-        student.model.set_weights(best[2])
-    return student, {"holdout_history": history, "best_epoch": best[1], "holdout_clean_accuracy": float(best[0])}
+        best.offer(epoch, history[-1])
+    best.restore()
+    return student, {"holdout_history": history, **best.summary()}
 
 
 @register
@@ -137,9 +137,16 @@ class NeuralCleanse(Defense):
 
     name = "neural-cleanse"
     kind = "repair"
+    table_order = 70
+    decides = True
     paper = ("Wang et al., Neural Cleanse: Identifying and Mitigating Backdoor Attacks in Neural Networks, "
              "IEEE S&P 2019")
     Config = NeuralCleanseConfig
+
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """The flow and reversal schedules shortened; ``epochs``: unlearning epochs."""
+        return quick_unlearning("unlearn_epochs", epochs, reverse_epochs, flow_restarts, holdout_fraction)
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config
@@ -158,4 +165,5 @@ class NeuralCleanse(Defense):
             repaired, more = unlearn(badnet, train, holdout, pool, config, rng)
             details.update(more)
         repaired.metadata.update(defense=self.name, flagged=found["flagged"])
-        return DefenseResult(self.name, self.kind, repaired, clock() - started, details, repaired)
+        return DefenseResult(self.name, self.kind, repaired, clock() - started, details, repaired,
+                             backdoored=bool(found["flagged"]), targets=list(found["flagged"]))

@@ -407,6 +407,7 @@ class PruningDefense(Defense):
 
     name = "pruning"
     kind = "repair"
+    table_order = 10
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks. RAID 2018"
 
     @dataclasses.dataclass(frozen=True)

@@ -58,26 +58,14 @@ def _replace_path(config, path, value, key):
 
 
 def decision(result) -> dict:
-    """The five decision keys (see the module docstring) from a :class:`DefenseResult`."""
-    details = result.details
-    if result.name == "auto":
-        backdoored = bool(details["backdoored"])
-        targets = details["targets"]
-        method = details["method"]
-    elif result.name == "neural-cleanse":
-        targets = details["flagged"]
-        backdoored = bool(targets)
-        method = result.name
-    elif result.name == "reverse-unlearn":
-        targets, backdoored, method = details["targets"], True, result.name
-    elif "targets" in details:  # a given repair whose suspected targets are known (detect --targets)
-        targets, method = details["targets"], result.name
-        backdoored = bool(targets)
-    else:  # repairs that do not decide (NAD, FT-SAM, I-BAU) fine-tune whatever they are given
-        targets, backdoored, method = [], None, result.name
-    return {"backdoored": backdoored, "target": int(targets[0]) if targets else None, "targets": list(targets),
-            "method": method, "seconds": float(result.seconds),
-            "holdout_clean_accuracy": float(details.get("holdout_clean_accuracy", float("nan")))}
+    """The :data:`DECISION_KEYS` plus ``targets`` from a :class:`DefenseResult`'s decision fields.
+
+    Repairs that do not judge the model (``backdoored`` None) fine-tune whatever they are given.
+    """
+    targets = list(result.targets)
+    return {"backdoored": result.backdoored, "target": int(targets[0]) if targets else None, "targets": targets,
+            "method": result.method_run, "seconds": float(result.seconds),
+            "holdout_clean_accuracy": float(result.details.get("holdout_clean_accuracy", float("nan")))}
 
 
 def report_sets(badnet, repaired, clean, poisoned, targets=()) -> dict:
@@ -133,6 +121,9 @@ def repair(model_path: str | os.PathLike, valid_path: str | os.PathLike, out: st
         raise LabInputError(out, "a repaired-model file name ending in .keras or .h5", f"suffix {out.suffix or 'none'!r}")
     check_writable(out, force)
     defense_class = defenses.get(method)
+    if defense_class.kind != "repair":
+        raise LabInputError(None, f"a repair defense for --method ({', '.join(defenses.names('repair'))})",
+                            f"{method!r}, a {defense_class.kind}")
     if config is None:
         config = configure(defense_class, overrides)
     clean_valid = data.load_h5(valid_path)
@@ -154,7 +145,7 @@ def repair(model_path: str | os.PathLike, valid_path: str | os.PathLike, out: st
                    f"({'backdoor suspected towards ' + str(summary['targets']) if summary['backdoored'] else 'no backdoor found' if summary['backdoored'] is False else 'no detection step'})")
     models.save_model(repaired.model, out, repaired.input_scale, description, force=force, extra=jsonable(extra, drop=True, array_limit=64))
     summary["out"] = os.fspath(out)
-    if result.name == "auto":
+    if "gate" in result.details:  # auto: the gate's decision and each round it ran
         summary["gate"] = result.details["gate"]
         summary["rounds"] = [{**{k: v for k, v in r.items() if k != "gate_after"},
                               "gate_after": {k: r["gate_after"][k] for k in ("backdoored", "targets", "reason")}}
@@ -190,43 +181,10 @@ def format_summary(summary: dict) -> str:
 
 def schedule_settings(name: str, epochs: int | None = None, reverse_epochs: int | None = None,
                       flow_restarts: int | None = None, holdout_fraction: float = 1 / 3) -> dict:
-    """Config overrides for the repairs of this package with their schedules scaled (quick runs, 06's table).
+    """``lab.defenses.get(name).quick(...)``: the defense's Config overrides with its schedule scaled.
 
-    ``epochs``: training epochs (I-BAU: a quarter as many rounds, NAD's
-    teacher half as many); ``reverse_epochs``: Neural Cleanse schedule epochs;
-    ``flow_restarts``: universal-perturbation searches. None keeps the
-    ``Config`` default. Returns ``{field: value}`` for ``defenses.build(name, ...)``.
+    Kept for callers by name (06); see :meth:`lab.defenses.base.Defense.quick`.
     """
-    from lab.defenses import gate, reverse, reverse_unlearn
+    from lab import defenses
 
-    flow = reverse.FlowConfig() if flow_restarts is None else reverse.FlowConfig(restarts=flow_restarts)
-    reversal = reverse.ReverseConfig() if reverse_epochs is None else reverse.ReverseConfig(epochs=reverse_epochs)
-    settings: dict = {"holdout_fraction": holdout_fraction}
-    if name == "neural-cleanse":
-        settings.update(flow=flow, reverse=reversal)
-        if epochs is not None:
-            settings["unlearn_epochs"] = epochs
-    elif name == "reverse-unlearn":
-        settings.update(flow=flow, reverse=reversal)
-        if epochs is not None:
-            settings["epochs"] = epochs
-    elif name == "auto":
-        base = gate.GateConfig()
-        candidates = base.reverse if reverse_epochs is None else reverse.ReverseConfig(
-            epochs=min(reverse_epochs, base.reverse.epochs))
-        repair_config = reverse_unlearn.ReverseUnlearnConfig(holdout_fraction=holdout_fraction)
-        if epochs is not None:
-            repair_config = repair_config.replace(epochs=epochs)
-        masked = base.masked_flow if reverse_epochs is None else dataclasses.replace(
-            base.masked_flow, reverse=dataclasses.replace(base.masked_flow.reverse,
-                                                          epochs=min(reverse_epochs, base.masked_flow.reverse.epochs)))
-        settings = {"gate": gate.GateConfig(flow=flow, masked_flow=masked, reverse=candidates,
-                                            suspect_reverse=reversal),
-                    "repair": repair_config}
-    elif name in ("nad", "ft-sam") and epochs is not None:
-        settings["epochs"] = epochs
-        if name == "nad":
-            settings["teacher_epochs"] = max(1, epochs // 2)
-    elif name == "i-bau" and epochs is not None:
-        settings["rounds"] = max(1, epochs // 4)
-    return settings
+    return defenses.get(name).quick(epochs, reverse_epochs, flow_restarts, holdout_fraction)

@@ -367,6 +367,26 @@ def _reverse_triggers(model, x, targets, config: ReverseConfig, rng: np.random.G
     return ReversedTriggers(reverser.targets, best_masks, best_patterns, best_l1, best_success, epoch)
 
 
+def quick_schedules(reverse_epochs: int | None = None, flow_restarts: int | None = None):
+    """``(FlowConfig, ReverseConfig)`` with ``flow_restarts`` searches and ``reverse_epochs`` epochs (None: default).
+
+    The shortened trigger-reversal schedules of :meth:`lab.defenses.base.Defense.quick`.
+    """
+    flow = FlowConfig() if flow_restarts is None else FlowConfig(restarts=flow_restarts)
+    reversal = ReverseConfig() if reverse_epochs is None else ReverseConfig(epochs=reverse_epochs)
+    return flow, reversal
+
+
+def quick_unlearning(epochs_field: str, epochs: int | None, reverse_epochs: int | None, flow_restarts: int | None,
+                     holdout_fraction: float) -> dict:
+    """The quick ``Config`` overrides of a repair that reverses triggers, then unlearns for ``epochs_field`` epochs."""
+    flow, reversal = quick_schedules(reverse_epochs, flow_restarts)
+    settings = {"holdout_fraction": holdout_fraction, "flow": flow, "reverse": reversal}
+    if epochs is not None:
+        settings[epochs_field] = epochs
+    return settings
+
+
 def stamp(x: np.ndarray, mask: np.ndarray, pattern: np.ndarray) -> np.ndarray:
     """``(1 - m) x + m p`` for images x float32 (n, H, W, C) 0..255, mask (H, W, 1), pattern (H, W, C)."""
     return ((1.0 - mask) * x + mask * pattern).astype(np.float32)

@@ -57,8 +57,9 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, ReversedTriggers, TriggerReverser, perturbation_flow, \
-    reverse_triggers
+    quick_unlearning, reverse_triggers
 from lab.defenses.augment import AugmentConfig
+from lab.defenses.fitting import BestEpoch
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
@@ -147,7 +148,7 @@ def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng, 
     pool = [(masks[i], patterns[i]) for i in range(len(targets))]
     rows = [{"epoch": 0, "loss": float("nan"), "holdout_accuracy": percent_correct(student, holdout),
              "trigger_l1": [float(m.sum()) for m in masks], "trigger_success": None}]
-    best = (-np.inf, 0, [w.copy() for w in student.model.get_weights()])
+    best = BestEpoch(student.model)
     for epoch in range(1, config.epochs + 1):
         x = light_augment(train.x, rng, config.augment)
         x, stamped = stamp_from_pool(x, pool, config.stamp_fraction, rng)
@@ -165,11 +166,10 @@ def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng, 
         rows.append({"epoch": epoch, "loss": loss, "holdout_accuracy": accuracy,
                      "trigger_l1": [float(m.sum()) for m in new_masks],
                      "trigger_success": [float(s) for s in success]})
-        if accuracy >= best[0]:
-            best = (accuracy, epoch, [w.copy() for w in student.model.get_weights()])
-    student.model.set_weights(best[2])
-    details = {"history": rows, "best_epoch": best[1], "holdout_clean_accuracy": float(best[0]),
-               "pool_size": len(pool), "final_masks": reverser.masks(), "final_patterns": reverser.patterns()}
+        best.offer(epoch, accuracy)
+    best.restore()
+    details = {"history": rows, **best.summary(), "pool_size": len(pool), "final_masks": reverser.masks(),
+               "final_patterns": reverser.patterns()}
     return student, details
 
 
@@ -179,9 +179,16 @@ class ReverseUnlearn(Defense):
 
     name = "reverse-unlearn"
     kind = "repair"
+    table_order = 110
+    decides = True
     paper = ("the lab's method, built on Wang et al., Neural Cleanse, IEEE S&P 2019 (trigger reversal, unlearning) "
              "and Hinton et al. 2015 (distillation)")
     Config = ReverseUnlearnConfig
+
+    @classmethod
+    def quick(cls, epochs=None, reverse_epochs=None, flow_restarts=None, holdout_fraction=1 / 3) -> dict:
+        """The flow and reversal schedules shortened; ``epochs``: unlearning epochs."""
+        return quick_unlearning("epochs", epochs, reverse_epochs, flow_restarts, holdout_fraction)
 
     def fit(self, badnet, clean_valid: Dataset, seed: int = DEFAULT_SEED) -> DefenseResult:
         config = self.config
@@ -194,4 +201,6 @@ class ReverseUnlearn(Defense):
         details.update(targets=targets, flow_concentration=flow.concentration, initial_l1=initial.l1.tolist())
         repaired.metadata.update(defense=self.name, targets=targets, best_epoch=details["best_epoch"],
                                  holdout_clean_accuracy=details["holdout_clean_accuracy"])
-        return DefenseResult(self.name, self.kind, repaired, seconds, details, repaired)
+        # It always repairs towards the targets it chose (it does not judge whether B is clean).
+        return DefenseResult(self.name, self.kind, repaired, seconds, details, repaired, backdoored=True,
+                             targets=list(targets))

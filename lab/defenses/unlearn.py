@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from lab.defenses.augment import AugmentConfig, augment
+from lab.defenses.fitting import BestEpoch, step_parts
 from lab.io.data import Dataset
 
 
@@ -93,21 +94,15 @@ class UnlearnTrainer:
         import keras
         import tensorflow as tf
 
-        from lab.io.models import SCALES
-
         self.student = student
-        keras_model = student.model
-        rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, total_steps))
-        self.optimizer = optimizer or keras.optimizers.Adam(rate)
-        self.optimizer.build(keras_model.trainable_variables)
-        scale = np.float32(SCALES[student.input_scale])
-        height, width, channels = (int(d) for d in keras_model.input_shape[1:])
+        parts = step_parts(student, learning_rate, total_steps, optimizer)
+        keras_model, variables, optimizer, scale = parts.model, parts.variables, parts.optimizer, parts.scale
+        self.optimizer = optimizer
+        height, width, channels = parts.shape
         teacher_model = teacher.model if teacher is not None and distill_weight else None
         t = np.float32(temperature)
         weight = np.float32(distill_weight)
         rho = np.float32(sharpness)
-        variables = keras_model.trainable_variables
-        optimizer = self.optimizer
 
         def tempered(probabilities):
             logits = tf.math.log(tf.maximum(probabilities, 1e-12)) / t
@@ -194,7 +189,7 @@ def train_keep_best(student, train: Dataset, holdout: Dataset, epochs: int, batc
     ``student`` (a ``LoadedModel``) ends at the best epoch (1..epochs; later on ties).
     """
     history = [percent_correct(student, holdout)]
-    best = (-np.inf, 0, None)
+    best = BestEpoch(student.model)
     for epoch in range(1, epochs + 1):
         if before_epoch is not None:
             before_epoch(epoch)
@@ -204,8 +199,6 @@ def train_keep_best(student, train: Dataset, holdout: Dataset, epochs: int, batc
             rows = order[start:start + batch_size]
             step(x[rows], train.y[rows].astype(np.int64))
         history.append(percent_correct(student, holdout))
-        if history[-1] >= best[0]:
-            best = (history[-1], epoch, [w.copy() for w in student.model.get_weights()])
-    if best[2] is not None:
-        student.model.set_weights(best[2])
-    return {"holdout_history": history, "best_epoch": best[1], "holdout_clean_accuracy": float(best[0])}
+        best.offer(epoch, history[-1])
+    best.restore()
+    return {"holdout_history": history, **best.summary()}

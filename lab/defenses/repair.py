@@ -12,7 +12,6 @@ false positives of the GoodNet built on B and R (:mod:`lab.defenses.goodnet`).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 

@@ -107,3 +107,38 @@ def test_compare_detectors_branches():
     assert "a trade-off: G detects more, STRIP raises fewer false alarms" in \
         analysis.compare_detectors(table, "G", "STRIP")
     assert "the two are about the same" in analysis.compare_detectors(table, "G", "G")
+
+
+def test_asr_course_branches():
+    column = "attack success (poisoned validation)"
+    rising = pd.DataFrame({column: [89.5, 92.0, 96.2]})
+    text = analysis.describe_asr_course(rising, column, 2, "paper")
+    assert text == ("paper: the attack success rate rises from 89.5 % to 96.2 % at the kept epoch 2: the backdoor is "
+                    "not reached")
+    creep = pd.DataFrame({column: [99.0, 10.0, 2.0, 30.0, 45.0]})
+    text = analysis.describe_asr_course(creep, column, 4, "augmented")
+    assert "crept back after epoch 2, to 45.0 %" in text and text.endswith("weakened, not removed")
+    assert analysis.describe_asr_course(creep, column, 2, "x").endswith("has lost the backdoor")
+
+
+def test_table_for_display_blanks_detection_of_plain_models(tiny_default):
+    """A real comparison table on the tiny default: B has no class N, its GoodNet does."""
+    from lab import data, goodnet, metrics, models
+
+    badnet = models.load_lab_model(None, None, tiny_default)
+    layout = data.find_layout(tiny_default / "data")
+    clean, poisoned = data.load_h5(layout.clean_test, n=40), data.load_h5(layout.poisoned("test")[0], n=40)
+    good = goodnet.build_goodnet(badnet, badnet)
+    table = metrics.comparison_table({"B": badnet, "G(B, B)": good}, clean, poisoned)
+    shown = analysis.table_for_display(table, ["clean_accuracy", "attack_success_rate", "detection_rate"])
+    assert shown.loc["B", "detection_rate"] == "" and shown.loc["G(B, B)", "detection_rate"] == 0.0
+    assert shown.loc["B", "clean_accuracy"] == round(table.loc["B", "clean_accuracy"], 2)
+
+
+def test_defense_glossary_explains_every_registered_defense():
+    import lab.defenses
+
+    glossary = analysis.defense_glossary({f"row {name}": name for name in lab.defenses.REGISTRY})
+    assert len(glossary) == len(lab.defenses.REGISTRY) and (glossary["what"].str.len() > 10).all()
+    assert (glossary["paper"].str.len() > 5).all() and "see the module" not in " ".join(glossary["what"])
+    assert glossary.loc["row i-bau", "kind"] == "repair" and "Zeng" in glossary.loc["row i-bau", "paper"]

@@ -332,3 +332,73 @@ def compare_detectors(table, first: str, second: str, tolerance: float = 1.0) ->
         verdict = (f"a trade-off: {second if detection > 0 else first} detects more, "
                    f"{second if alarms > 0 else first} raises fewer false alarms")
     return f"{numbers}: {verdict}."
+
+
+def describe_asr_course(history, column: str, best_epoch: int, name: str, low: float = 5.0) -> str:
+    """What a fine-tuning run did to the attack success rate, epoch by epoch, in words.
+
+    history: one row per epoch, row 0 before fine-tuning, ``column`` the ASR
+    (%) on poisoned validation data (measured, never used to choose);
+    best_epoch: the epoch the held-out clean accuracy kept. Says where the
+    ASR started, its lowest point, the kept and the last epoch, whether it
+    crept back after its lowest point (by 5 points or more), and whether the
+    kept model still obeys the trigger (above ``low``).
+    """
+    asr = history[column].to_numpy(dtype=float)
+    start, kept, last = asr[0], asr[best_epoch], asr[-1]
+    lowest = int(np.argmin(asr))
+    text = f"{name}: the attack success rate {change_in_words(start, kept)} at the kept epoch {best_epoch}"
+    if lowest not in (0, best_epoch) and asr[lowest] < kept:
+        text += f" (lowest {asr[lowest]:.1f} % at epoch {lowest})"
+    if len(asr) - 1 != best_epoch:
+        text += f", {last:.1f} % at the last epoch {len(asr) - 1}"
+    if 0 < lowest < len(asr) - 1 and asr[lowest + 1:].max() >= asr[lowest] + 5.0:
+        text += f"; it crept back after epoch {lowest}, to {asr[lowest + 1:].max():.1f} %"
+    if kept <= low:
+        return text + ": the kept model has lost the backdoor"
+    if kept >= start - 5.0:
+        return text + ": the backdoor is not reached"
+    return text + ": the backdoor is weakened, not removed"
+
+
+DETECTOR_COLUMNS = ("detection_rate", "clean_false_positive_rate")
+
+
+def table_for_display(table, columns, digits: int = 2):
+    """``table[columns]`` rounded, with the detector columns blank in rows whose model never answers class N.
+
+    table: :func:`lab.evaluation.metrics.comparison_table`'s output (its
+    ``n_classes`` and ``backdoor_class`` say whether a row can answer N: a
+    plain model with N classes cannot, so its detection rate and false
+    positives are not 0 but not applicable). Returns an object DataFrame:
+    numbers, and "" where a metric does not apply or was not measured.
+    """
+    shown = table[list(columns)].round(digits).astype(object)
+    cannot = table["backdoor_class"].astype(float) >= table["n_classes"].astype(float)
+    for column in DETECTOR_COLUMNS:
+        if column in shown:
+            shown.loc[cannot, column] = ""
+    return shown.where(shown.map(lambda value: not (isinstance(value, float) and np.isnan(value))), "")
+
+
+def defense_glossary(rows):
+    """One line per table row: the registered defense behind it, its kind, what it does and its paper.
+
+    rows: ``{table row: registered defense name}`` (:data:`lab.defenses.REGISTRY`).
+    The description is the first line of the defense class's docstring, so
+    a row added to the registry is explained by the same call. Returns a
+    DataFrame indexed by row with ``defense``, ``kind``, ``what``, ``paper``.
+    """
+    import re
+
+    import pandas as pd
+
+    import lab.defenses
+
+    records = []
+    for row, name in rows.items():
+        cls = lab.defenses.REGISTRY[name]
+        what = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # the first paragraph, one line
+        what = re.sub(r"\s*\(see the module docstring\)|; see the module docstring", "", what).replace("``", "`")
+        records.append({"row": row, "defense": name, "kind": cls.kind, "what": what, "paper": cls.paper})
+    return pd.DataFrame(records).set_index("row")

@@ -142,3 +142,17 @@ def test_defense_glossary_explains_every_registered_defense():
     assert len(glossary) == len(lab.defenses.REGISTRY) and (glossary["what"].str.len() > 10).all()
     assert (glossary["paper"].str.len() > 5).all() and "see the module" not in " ".join(glossary["what"])
     assert glossary.loc["row i-bau", "kind"] == "repair" and "Zeng" in glossary.loc["row i-bau", "paper"]
+
+
+def test_trigger_channels_late_early_and_mixed():
+    clean = np.array([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    late = clean.copy()
+    late[[6, 7]] += 10.0
+    text = analysis.describe_trigger_channels(clean, late, top=2)
+    assert "ranks [6, 7] of 0..7" in text and "3 channels are dormant" in text and "decoys" in text
+    early = clean.copy()
+    early[[0, 1]] += 10.0
+    assert "removes the backdoor" in analysis.describe_trigger_channels(clean, early, top=2)
+    mixed = clean.copy()
+    mixed[[0, 7]] += 10.0
+    assert "part of the trigger's channels early" in analysis.describe_trigger_channels(clean, mixed, top=2)

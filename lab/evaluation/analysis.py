@@ -402,3 +402,31 @@ def defense_glossary(rows):
         what = re.sub(r"\s*\(see the module docstring\)|; see the module docstring", "", what).replace("``", "`")
         records.append({"row": row, "defense": name, "kind": cls.kind, "what": what, "paper": cls.paper})
     return pd.DataFrame(records).set_index("row")
+
+
+def describe_trigger_channels(clean_means, poisoned_means, top: int = 5) -> str:
+    """Where the channels that grow most on poisoned inputs sit in the pruning order, and what that predicts.
+
+    clean_means, poisoned_means: float (C,), mean activation of each channel
+    on clean and on poisoned data. The pruning order is increasing clean
+    mean (ties by index, as :func:`lab.defenses.pruning.rank_channels`);
+    rank 0 is pruned first. The ``top`` channels with the largest
+    poisoned - clean difference are "trigger channels" here.
+    """
+    clean_means, poisoned_means = np.asarray(clean_means, np.float64), np.asarray(poisoned_means, np.float64)
+    order = np.argsort(clean_means, kind="stable")
+    rank = np.empty(len(order), int)
+    rank[order] = np.arange(len(order))
+    dormant = int(np.sum(clean_means == 0))
+    trigger = np.argsort(-(poisoned_means - clean_means), kind="stable")[:top]
+    ranks = sorted(int(rank[c]) for c in trigger)
+    text = (f"the {len(trigger)} channels that grow most on poisoned data ({sorted(int(c) for c in trigger)}) sit at "
+            f"ranks {ranks} of 0..{len(order) - 1} in the pruning order; {dormant} channels are dormant on clean data")
+    if ranks[0] >= len(order) // 2:
+        return text + (f": all in the more active half, so pruning reaches the first of them only after "
+                       f"{ranks[0]} channels, the dormant ones included: the backdoor hides in channels the clean "
+                       "task also needs, and the dormant channels are decoys")
+    if ranks[-1] < max(dormant, 1):
+        return text + ": all among the dormant channels, so pruning the silent channels first removes the backdoor"
+    return text + (f": pruning reaches the first of them after {ranks[0]} channels and the last after {ranks[-1]}, "
+                   "so it removes part of the trigger's channels early and the rest only late")

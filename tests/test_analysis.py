@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lab import analysis
+from lab.evaluation import analysis
 
 
 def _late(asr, clean_to_target=None, clean_answers=None, first=53, clean=None):
@@ -42,7 +42,7 @@ def _sweep(drops):
 
 
 def test_thresholds_overshoot_shared_model_and_missing():
-    from lab import pruning
+    from lab.defenses import pruning
 
     sweep = _sweep([0, 0, 0.1, 0.4, 3.78, 7.67, 12.0, 30.0])
     selection = pruning.select_thresholds(sweep, [2, 4, 10, 50])
@@ -88,7 +88,7 @@ def test_flagged_names_false_positives_and_misses():
 
 
 def test_backdoor_survival_all_three_branches():
-    from lab import pruning
+    from lab.defenses import pruning
 
     sweep = _sweep([0, 0, 0.1, 0.4, 3.78, 7.67, 12.0, 30.0])
     selection = pruning.select_thresholds(sweep, [2, 4, 10])
@@ -123,13 +123,15 @@ def test_asr_course_branches():
 
 def test_table_for_display_blanks_detection_of_plain_models(tiny_default):
     """A real comparison table on the tiny default: B has no class N, its GoodNet does."""
-    from lab import data, goodnet, metrics, models
+    from lab.defenses import goodnet
+    from lab.evaluation import loop
+    from lab.io import data, models
 
     badnet = models.load_lab_model(None, None, tiny_default)
     layout = data.find_layout(tiny_default / "data")
     clean, poisoned = data.load_h5(layout.clean_test, n=40), data.load_h5(layout.poisoned("test")[0], n=40)
     good = goodnet.build_goodnet(badnet, badnet)
-    table = metrics.comparison_table({"B": badnet, "G(B, B)": good}, clean, poisoned)
+    table = loop.comparison_table({"B": badnet, "G(B, B)": good}, clean, poisoned)
     shown = analysis.table_for_display(table, ["clean_accuracy", "attack_success_rate", "detection_rate"])
     assert shown.loc["B", "detection_rate"] == "" and shown.loc["G(B, B)", "detection_rate"] == 0.0
     assert shown.loc["B", "clean_accuracy"] == round(table.loc["B", "clean_accuracy"], 2)

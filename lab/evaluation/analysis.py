@@ -218,7 +218,7 @@ def describe_thresholds(sweep_table, selection) -> str:
 def compare_defenses(table, first: str, second: str) -> str:
     """Which of two rows of a comparison table is better, in words: higher clean accuracy, lower ASR, or a trade-off.
 
-    table: :func:`lab.evaluation.metrics.comparison_table`'s output (index =
+    table: :func:`lab.evaluation.loop.comparison_table`'s output (index =
     row names, ``clean_accuracy`` and ``attack_success_rate`` in %).
     """
     a, b = table.loc[first], table.loc[second]
@@ -310,7 +310,7 @@ def describe_backdoor_survival(selection, high: float = 50.0, low: float = 5.0) 
 def compare_detectors(table, first: str, second: str, tolerance: float = 1.0) -> str:
     """Two detectors of a comparison table in words: detection rate and clean false positives, which is better.
 
-    table: :func:`lab.evaluation.metrics.comparison_table`'s output with
+    table: :func:`lab.evaluation.loop.comparison_table`'s output with
     ``detection_rate`` (poisoned inputs sent to class N, %) and
     ``clean_false_positive_rate`` (clean inputs sent to N, %); differences
     within ``tolerance`` points count as the same.
@@ -367,7 +367,7 @@ DETECTOR_COLUMNS = ("detection_rate", "clean_false_positive_rate")
 def table_for_display(table, columns, digits: int = 2):
     """``table[columns]`` rounded, with the detector columns blank in rows whose model never answers class N.
 
-    table: :func:`lab.evaluation.metrics.comparison_table`'s output (its
+    table: :func:`lab.evaluation.loop.comparison_table`'s output (its
     ``n_classes`` and ``backdoor_class`` say whether a row can answer N: a
     plain model with N classes cannot, so its detection rate and false
     positives are not 0 but not applicable). Returns an object DataFrame:

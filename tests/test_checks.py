@@ -125,15 +125,17 @@ def test_anomaly_index_right_and_typical_mistakes():
     def right(l1):
         l1 = np.asarray(l1, np.float64)
         median = np.median(l1)
-        return np.abs(l1 - median) / (1.4826 * np.median(np.abs(l1 - median)))
+        return (median - l1) / (1.4826 * np.median(np.abs(l1 - median)))
 
     assert checks.check_anomaly_index(right, np.array([12.0, 30.0, 25.0, 28.0, 26.0])).startswith("ok")
     _raises("1.4826", checks.check_anomaly_index,
-            lambda l1: np.abs(l1 - np.median(l1)) / np.median(np.abs(l1 - np.median(l1))))
-    _raises("ABSOLUTE", checks.check_anomaly_index,
+            lambda l1: (np.median(l1) - l1) / np.median(np.abs(l1 - np.median(l1))))
+    _raises("one-sided", checks.check_anomaly_index,
+            lambda l1: np.abs(l1 - np.median(l1)) / (1.4826 * np.median(np.abs(l1 - np.median(l1)))))
+    _raises("wrong sign", checks.check_anomaly_index,
             lambda l1: (l1 - np.median(l1)) / (1.4826 * np.median(np.abs(l1 - np.median(l1)))))
     _raises("MEDIAN", checks.check_anomaly_index,
-            lambda l1: np.abs(l1 - l1.mean()) / (1.4826 * np.median(np.abs(l1 - np.median(l1)))))
+            lambda l1: (l1.mean() - l1) / (1.4826 * np.median(np.abs(l1 - np.median(l1)))))
     _raises("not done yet", checks.check_anomaly_index, lambda l1: (_ for _ in ()).throw(NotImplementedError()))
 
 

@@ -109,19 +109,33 @@ def test_solution_notebooks_earn_full_marks(executed):
         assert grade["earned"] == grade["possible"], (path.name, grade["exercises"])
 
 
-def test_timings_go_to_stderr_only(executed):
-    """Wall-clock seconds never enter the graded, compared output (stdout, results): only stderr, marked [timing]."""
+def test_timings_are_output_metadata_never_text(executed):
+    """Wall-clock seconds never enter any shown or compared output (stdout, stderr, results): only output metadata.
+
+    On stderr they were red boxes in Jupyter and the HTML export; no notebook writes to stderr at all now.
+    """
+    from lab.course import timing
+
     for path in NOTEBOOKS:
         node = nbformat.read(executed[path.stem], as_version=4)
         for cell in node.cells:
             for output in cell.get("outputs", []):
+                assert output.get("name") != "stderr", (path.name, output.get("text", "")[:200])
                 text = output.get("text", "") or json.dumps(output.get("data", {}).get("text/plain", ""))
-                if output.get("name") != "stderr":
-                    assert "[timing]" not in text and " s, " not in text, (path.name, text[:200])
+                assert "[timing]" not in text and " s, " not in text, (path.name, text[:200])
+    recorded = timing.read(executed["05_fine_pruning"])
+    assert recorded["pruning"] >= 0 and set(recorded["seconds per defense"]) >= {"B (BadNet)"}
+
+
+def test_html_exports_are_titled_by_their_notebook(executed):
+    for path in NOTEBOOKS:
+        html = executed[path.stem].with_suffix(".html").read_text(encoding="utf-8")
+        title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0].lstrip("# ").strip()
+        assert f"<title>{title}</title>" in html, (path.name, title)
 
 
 def test_bench_reads_every_defense_time_from_the_executed_06(executed):
-    """make bench's per-defense seconds come from 06's [timing] table: one row per registered defense."""
+    """make bench's per-defense seconds come from 06's recorded table: one row per registered defense."""
     import lab.defenses
     from lab.course import bench
 

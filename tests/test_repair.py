@@ -59,6 +59,7 @@ def test_every_defense_takes_only_the_model_and_clean_data():
 def test_anomaly_index_flags_the_small_outlier():
     index = reverse.anomaly_index(np.array([300.0, 320.0, 18.0, 290.0, 310.0, np.inf]))
     assert index[2] > 2 and np.argmax(index) == 2
+    assert index[1] < 0 and index[5] < 0  # a mask above the median (or none found) never looks like a target
     assert np.all(reverse.anomaly_index(np.full(4, 5.0)) == 0)
 
 

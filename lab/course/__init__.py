@@ -8,4 +8,5 @@
 - ``lab.course.autograde``  grade submitted notebooks with nbgrader's preprocessors (``python -m lab autograde``)
 - ``lab.course.notebooks``  execute the notebooks (parameters injected, nbclient)
 - ``lab.course.bench``      benchmark: sweep vs forward pass vs naive sweep, default build time
+- ``lab.course.timing``     notebooks' wall-clock seconds, kept as output metadata (no stderr boxes)
 """

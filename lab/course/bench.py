@@ -309,21 +309,11 @@ def time_lab(identities: int | None = None) -> dict:
 
 
 def timing_table(executed) -> dict:
-    """``{row: seconds to build}`` from an executed notebook's ``[timing]`` table on stderr (06's: every defense
-    on the default, reused parts at their original cost); empty when the notebook prints none."""
-    import nbformat
+    """``{row: seconds to build}`` from an executed notebook's recorded timings (06's table of every defense on
+    the default, reused parts at their original cost; :mod:`lab.course.timing`); empty when it records none."""
+    from lab.course import timing
 
-    rows = {}
-    for cell in nbformat.read(executed, as_version=4).cells:
-        for output in cell.get("outputs", []):
-            text = output.get("text", "") if output.get("name") == "stderr" else ""
-            lines = text.splitlines()
-            if len(lines) > 1 and lines[0] == "[timing]" and "seconds to build" in lines[1]:
-                for line in lines[2:]:
-                    parts = line.rsplit(None, 2)
-                    if len(parts) == 3:
-                        rows[parts[0].strip()] = float(parts[1])
-    return rows
+    return dict(timing.read(executed).get("seconds to build", {}))
 
 
 # Goals for ``--method auto`` on 2 cores at real scale: seconds and peak MiB.

@@ -570,7 +570,8 @@ def check_fine_tune_one_epoch(fine_tune_one_epoch, model, dataset, layer: str, c
 
 
 def check_anomaly_index(anomaly_index, l1=None, seed: int = 0) -> str:
-    """``anomaly_index(l1)`` -> float (K,): |l1 - median| / (1.4826 MAD), as :func:`lab.defenses.reverse.anomaly_index`."""
+    """``anomaly_index(l1)`` -> float (K,): (median - l1) / (1.4826 MAD), as :func:`lab.defenses.reverse.anomaly_index`.
+    """
     __tracebackhide__ = True
     from lab.defenses.reverse import MAD_CONSISTENCY, anomaly_index as reference
 
@@ -588,12 +589,16 @@ def check_anomaly_index(anomaly_index, l1=None, seed: int = 0) -> str:
             continue
         median = np.median(norms)
         mad = np.median(np.abs(norms - median))
-        if np.allclose(found, np.abs(norms - median) / mad):
+        if np.allclose(found, (median - norms) / mad):
             _fail(exercise, f"the MAD must be scaled by {MAD_CONSISTENCY} (the consistency constant of the normal "
                             "distribution) before dividing")
+        if np.allclose(found, np.abs(norms - median) / (MAD_CONSISTENCY * mad)):
+            _fail(exercise, "the index is one-sided, how far BELOW the median a norm is: (median - l1) / (1.4826 MAD); "
+                            "with the absolute value a large mask gets a large index too")
         if np.allclose(found, (norms - median) / (MAD_CONSISTENCY * mad)):
-            _fail(exercise, "the index is the ABSOLUTE deviation from the median, |l1 - median| / (1.4826 MAD)")
-        if np.allclose(found, np.abs(norms - norms.mean()) / (MAD_CONSISTENCY * mad)):
+            _fail(exercise, "wrong sign: a SMALL mask (below the median) must get a large positive index, "
+                            "(median - l1) / (1.4826 MAD)")
+        if np.allclose(found, (norms.mean() - norms) / (MAD_CONSISTENCY * mad)):
             _fail(exercise, "deviations are measured from the MEDIAN of the norms, not their mean")
         _fail(exercise, f"for norms {np.round(norms, 2).tolist()} expected {np.round(expected, 3).tolist()}, "
                         f"found {np.round(found, 3).tolist()}")

@@ -77,13 +77,24 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
     return {"notebook": notebook.name, "seconds": seconds, "out": str(out)}
 
 
+def notebook_title(node, path: str | Path) -> str:
+    """The text of a notebook's first ``# `` heading (the HTML page's title), else its file name."""
+    for cell in node.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return Path(path).stem
+
+
 def export_html(executed: str | Path) -> Path:
-    """An HTML export beside an executed notebook (``.ipynb`` -> ``.html``)."""
+    """An HTML export beside an executed notebook (``.ipynb`` -> ``.html``), titled by its first heading."""
     import nbformat
     from nbconvert import HTMLExporter
 
     executed = Path(executed)
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    node = nbformat.read(executed, as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(node, resources={"metadata": {"name": notebook_title(node, executed)}})
     out = executed.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out

@@ -364,34 +364,15 @@ def answers_per_step(model, clean_valid, poisoned_valid, sweep_table, target: in
 
 
 def describe_rebound(table, rise: float = 5.0) -> str:
-    """In words, from :func:`answers_per_step`'s table: does ASR come back after its lowest point, and why?
+    """In words, from :func:`answers_per_step`'s table (which ends at the fully pruned step): does ASR come back?
 
-    A rebound is an ASR at least ``rise`` points above its minimum, later
-    than the minimum. The text reports the numbers and which explanation
-    they support: B' sending clean faces to the target as well (a collapse
-    onto one class, so "ASR" says nothing about the trigger), or not (the
-    last channels still carry the trigger, and nothing outvotes it).
+    :func:`lab.evaluation.analysis.describe_rebound` with the table's last
+    step as the channel count: the fully pruned step, where every input
+    gets the same answer, is not counted as the ASR's lowest point.
     """
-    asr = table["attack_success_rate"].to_numpy(dtype=float)
-    if not len(asr) or not np.isfinite(asr).any():
-        return "no attack success rate recorded (no poisoned data)"
-    low = int(np.nanargmin(asr))
-    later = table.iloc[low + 1:]
-    later = later[later["attack_success_rate"] >= asr[low] + rise]
-    if later.empty:
-        return (f"no rebound: the attack success rate does not rise again by {rise:g} points after its lowest "
-                f"value ({asr[low]:.1f} % at {int(table['channels_pruned'].iloc[low])} channels pruned)")
-    peak = later.loc[later["attack_success_rate"].idxmax()]
-    text = (f"rebound: the attack success rate falls to {asr[low]:.1f} % at {int(table['channels_pruned'].iloc[low])} "
-            f"channels pruned and comes back to {peak['attack_success_rate']:.1f} % at {int(peak['channels_pruned'])}, "
-            f"where clean accuracy is {peak['clean_accuracy']:.1f} % and B' answers only {int(peak['clean_answers'])} "
-            f"distinct classes on clean faces; ")
-    if peak["clean_to_target"] >= peak["attack_success_rate"] / 2:
-        return text + (f"it sends {peak['clean_to_target']:.1f} % of CLEAN faces to the target too: the network has "
-                       "collapsed onto a few classes, and the 'attack success' is that collapse, not the trigger")
-    return text + (f"it sends only {peak['clean_to_target']:.1f} % of clean faces to the target: not a collapse onto "
-                   "the target. The last channels (the most active on clean faces) still respond to the trigger, and "
-                   "with the identity channels gone nothing outvotes it; the network is useless by then anyway")
+    from lab.evaluation import analysis
+
+    return analysis.describe_rebound(table, int(table["channels_pruned"].max()), rise)
 
 
 # ---------------------------------------------------------------- the defense contract

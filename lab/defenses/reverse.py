@@ -445,10 +445,13 @@ def _masked_flow(model, x, y, config: MaskedFlowConfig, rng: np.random.Generator
 
 
 def anomaly_index(l1: np.ndarray) -> np.ndarray:
-    """Neural Cleanse's anomaly index per norm: |l1 - median| / (1.4826 MAD), float64 (K,).
+    """Neural Cleanse's anomaly index per norm, how far BELOW the median: (median - l1) / (1.4826 MAD), float64 (K,).
 
-    Flag a target when its index exceeds 2 *and* its norm is below the
-    median (a small trigger). Infinite norms (never succeeded) count as large.
+    One-sided, as the paper's test is: a backdoor target needs an unusually
+    SMALL mask, so a norm below the median gets a positive index and a norm
+    above it a negative one (a large mask never looks like a target). Flag
+    a target when its index exceeds 2. Infinite norms (never succeeded)
+    count as the largest finite norm.
     """
     l1 = np.asarray(l1, np.float64)
     finite = np.where(np.isfinite(l1), l1, np.nanmax(np.where(np.isfinite(l1), l1, np.nan)) if np.isfinite(l1).any()
@@ -457,4 +460,4 @@ def anomaly_index(l1: np.ndarray) -> np.ndarray:
     mad = MAD_CONSISTENCY * np.median(np.abs(finite - median))
     if mad == 0:
         return np.zeros_like(finite)
-    return np.abs(finite - median) / mad
+    return (median - finite) / mad

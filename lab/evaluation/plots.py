@@ -280,12 +280,14 @@ def plot_fine_tuning(histories: dict, title: str = "Fine-tuning: held-out clean 
                     label=f"{column} (reported only)")
         best = history.attrs.get("best_epoch")
         if best is not None:
-            ax.axvline(best, color="black", linestyle=":", linewidth=1, label=f"epoch kept ({best})")
-        ax.set(xlabel="epoch (0 = before fine-tuning)", ylim=(0, 102), title=name)
+            ax.axvline(best, color="black", linestyle=":", linewidth=1, label="epoch kept")
+        ax.set(xlabel="epoch (0 = before fine-tuning)", ylim=(0, 102),
+               title=name if best is None else f"{name} (epoch {best} kept)")
         ax.title.set_fontsize(10)
-        # Each panel its own legend: the kept epoch differs from panel to panel.
-        ax.legend(loc="lower left", fontsize=7, framealpha=0.9)
     axes[0].set_ylabel("rate (%)")
+    # One legend below the panels, so none covers the low band where a backdoor creeps back.
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     figure.suptitle(title, fontsize=11)
     return figure
 
@@ -294,7 +296,8 @@ def plot_defense_tradeoff(table, title: str = "Every defense on the same BadNet 
     """Defenses compared, from a :func:`lab.evaluation.comparison_table`-like table (one row per defense).
 
     Left: clean accuracy against attack success rate, one marker per defense
-    (top left is best; the legend sits below the axes so it hides no point).
+    (top left is best; the legend sits below the axes so it hides no point),
+    each numbered beside it with a colour of its own so stacked points stay apart.
     Right, only when some rows flag inputs (class N): their detection rate
     and clean false-positive rate.
     """
@@ -303,11 +306,23 @@ def plot_defense_tradeoff(table, title: str = "Every defense on the same BadNet 
         figure, (trade, flags) = _figure(13.0, 6.0, ncols=2, gridspec_kw={"width_ratios": [1.15, 1.0]})
     else:
         (figure, trade), flags = _figure(7.5, 6.0), None
+    # One colour and marker per row (tab20: 20 distinct colours) and the row's number written beside its marker,
+    # so points that sit on top of each other are still told apart; labels of nearby points fan out sideways.
+    from matplotlib import colormaps
+
     markers = "osD^vP*Xhp<>"
+    colours = colormaps["tab20"].colors
+    placed: list[tuple[float, float]] = []
     for number, name in enumerate(table.index):
         row = table.loc[name]
-        trade.scatter(row["attack_success_rate"], row["clean_accuracy"], s=80, marker=markers[number % len(markers)],
-                      label=name, zorder=3, alpha=0.85)
+        x, y = float(row["attack_success_rate"]), float(row["clean_accuracy"])
+        trade.scatter(x, y, s=80, marker=markers[number % len(markers)], color=colours[number % len(colours)],
+                      label=f"{number + 1}  {name}", zorder=3, alpha=0.85, edgecolors="black", linewidths=0.4)
+        if np.isfinite(x) and np.isfinite(y):
+            crowd = sum(1 for px, py in placed if abs(px - x) < 4.0 and abs(py - y) < 4.0)
+            trade.annotate(str(number + 1), (x, y), xytext=(7 + 12 * crowd, -4), textcoords="offset points",
+                           fontsize=8, zorder=4)
+            placed.append((x, y))
     low = float(np.nanmin(table["clean_accuracy"])) if len(table) else 0.0
     trade.set(xlim=(-3, 103), ylim=(max(0.0, low - 5.0), 100.5), xlabel="attack success rate on poisoned test inputs (%)",
               ylabel="clean test accuracy (%)")

@@ -176,14 +176,3 @@ def format_summary(summary: dict) -> str:
     for key, value in summary.get("report", {}).items():
         lines.append(f"report (never used to decide) {key.replace('_', ' ')}: {value:.2f} %")
     return "\n".join(lines)
-
-
-def schedule_settings(name: str, epochs: int | None = None, reverse_epochs: int | None = None,
-                      flow_restarts: int | None = None, holdout_fraction: float = 1 / 3) -> dict:
-    """``lab.defenses.get(name).quick(...)``: the defense's Config overrides with its schedule scaled.
-
-    Kept for callers by name (06); see :meth:`lab.defenses.base.Defense.quick`.
-    """
-    from lab import defenses
-
-    return defenses.get(name).quick(epochs, reverse_epochs, flow_restarts, holdout_fraction)

@@ -55,6 +55,18 @@ def test_network_figure_names_every_drawn_layer_and_outlines_the_highlight(make)
     assert len(outlined) == 1
 
 
+def test_a_layer_called_again_elsewhere_keeps_this_model_s_drawing():
+    """A clone of a model (or another model calling its layers) adds calls to the layers; only this graph counts."""
+    import keras
+
+    keras_model = helpers.conv_relu_pool_model().model
+    before = schematics.layer_boxes(keras_model)
+    keras.models.clone_model(keras_model)
+    keras.Model(keras_model.inputs, keras_model.get_layer("conv_b").output)
+    assert schematics.layer_boxes(keras_model) == before
+    assert {box.name: box.inputs for box in before}["conv_b"] == ("drop_a",)
+
+
 def test_real_course_deepid_is_drawn_from_its_own_layers():
     path = helpers.fixture_path("sunglasses_bd_weights.h5")
     if path is None:

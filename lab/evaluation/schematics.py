@@ -36,16 +36,25 @@ def layer_boxes(keras_model) -> list[LayerBox]:
     a convolution with 20 filters of 4 x 4, ``160`` for a dense layer of 160
     units, ``softmax`` where an activation is folded in).
     """
+    # Walk back from the model's outputs through each tensor's producing call, so only this model's graph counts:
+    # a layer also used elsewhere (a clone, another model built on it) has more inbound calls than this one.
+    inbound: dict[str, list[str]] = {}
+    pending = [tensor for tensor in keras_model.outputs]
+    while pending:
+        operation, node_index, _ = pending.pop()._keras_history
+        if operation.name in inbound:
+            continue
+        inbound[operation.name] = []
+        for tensor in operation._inbound_nodes[node_index].input_tensors:
+            producer = tensor._keras_history[0].name
+            if producer not in inbound[operation.name]:
+                inbound[operation.name].append(producer)
+            pending.append(tensor)
     boxes = []
     for layer in keras_model.layers:
-        inbound = []
-        for node in getattr(layer, "_inbound_nodes", []):
-            for tensor in getattr(node, "input_tensors", []):
-                history = getattr(tensor, "_keras_history", None)
-                if history is not None and history[0].name not in inbound:
-                    inbound.append(history[0].name)
         shape = tuple(layer.output.shape[1:]) if hasattr(layer, "output") else ()
-        boxes.append(LayerBox(layer.name, type(layer).__name__, shape, tuple(inbound), _detail(layer)))
+        boxes.append(LayerBox(layer.name, type(layer).__name__, shape, tuple(inbound.get(layer.name, ())),
+                              _detail(layer)))
     return boxes
 
 

@@ -145,6 +145,24 @@ def test_sweep_matches_accuracies_of_really_pruned_models(badnet, valid):
         assert table["clean_accuracy"].iloc[step] == pytest.approx(accuracy)
 
 
+def test_a_sweep_on_test_data_follows_the_ranking_made_on_validation_data(badnet, valid):
+    """Lab 3's plot: the order chosen on clean validation data, the rates measured on the test sets, exactly."""
+    clean_valid, _ = valid
+    clean_test, poisoned_test = helpers.datasets(seed=12)
+    on_valid = pruning.sweep(badnet, clean_valid)
+    on_test = pruning.sweep(badnet, clean_test, poisoned_test, channels=pruning.pruned_channels(on_valid, 60))
+    assert on_test["channel"].equals(on_valid["channel"])
+    assert not on_test["channel"].equals(pruning.sweep(badnet, clean_test)["channel"])  # the test data ranks otherwise
+    with pytest.raises(LabInputError, match="every channel of conv_3"):
+        pruning.sweep(badnet, clean_test, channels=[0, 1, 2])
+    for step in (0, 20, 45):
+        pruned = pruning.prune_model(badnet, pruning.pruned_channels(on_test, step))
+        assert on_test["clean_accuracy"].iloc[step] == pytest.approx(
+            100 * np.mean(pruned.predict_labels(clean_test.x) == clean_test.y))
+        assert on_test["attack_success_rate"].iloc[step] == pytest.approx(
+            100 * np.mean(pruned.predict_labels(poisoned_test.x) == poisoned_test.y))
+
+
 def test_sweep_is_deterministic_and_poisoned_data_never_changes_a_choice(badnet, valid):
     clean, poisoned = valid
     with_poisoned = pruning.sweep(badnet, clean, poisoned)

@@ -56,13 +56,18 @@ RULES = {
 
 
 def sweep(model, clean_valid, poisoned_valid=None, layer: str = DEFAULT_LAYER, measure: str = DEFAULT_MEASURE,
-          order: str = "increasing", method: str = "auto", batch_size: int = BATCH_SIZE, progress: bool = False):
+          order: str = "increasing", method: str = "auto", batch_size: int = BATCH_SIZE, progress: bool = False,
+          channels: Sequence[int] | None = None):
     """Prune ``layer`` of ``model`` one channel at a time; one table row per step, step 0 first.
 
     model: a ``LoadedModel``. clean_valid / poisoned_valid: :class:`lab.io.data.Dataset`
     (pixels 0..255); poisoned labels are the attacker's target. The ranking
     uses only clean_valid; the attack success rate is recorded for
-    reporting and never chooses anything.
+    reporting and never chooses anything. ``channels`` (every channel of
+    ``layer`` once, e.g. ``pruned_channels(validation_sweep, C)``) gives the
+    order instead, so the sweep measures other data (the test sets) along
+    the order the defender chose on validation data: the course's Lab 3
+    plot. ``order`` is then only recorded.
 
     Returns a ``pandas.DataFrame`` with one row per step (C + 1 rows):
     ``channels_pruned`` (0..C), ``fraction_pruned`` (0..1), ``channel`` (the
@@ -85,7 +90,13 @@ def sweep(model, clean_valid, poisoned_valid=None, layer: str = DEFAULT_LAYER, m
     engine = ENGINES[plan.method](model, plan, batch_size)
     clean = engine.prepare(clean_valid.x, clean_valid.y)
     mean_activation = clean.mean
-    channels = rank_channels(mean_activation, order)
+    if channels is None:
+        channels = rank_channels(mean_activation, order)
+    else:
+        channels = np.asarray(channels, dtype=np.int64)
+        if sorted(channels.tolist()) != list(range(len(mean_activation))):
+            raise LabInputError(None, f"channels: every channel of {layer} (0..{len(mean_activation) - 1}) once",
+                                f"{len(channels)} channels {channels.tolist()[:8]}...")
     progress_bar = _progress(progress, (len(channels) + 1) * (1 if poisoned_valid is None else 2), layer)
     # One data set at a time, so only one set's cached state is in memory.
     accuracy = _rates(engine, clean, channels, progress_bar)

@@ -73,16 +73,3 @@ def breakdown(clean_predicted: np.ndarray, clean_labels: np.ndarray, poisoned_pr
         dtr = detection_rate(poisoned_predicted, backdoor_class)
         result.update(attack_success_rate=atr, detection_rate=dtr, poisoned_other=100.0 - atr - dtr)
     return result
-
-
-def __getattr__(name: str):
-    """``metrics.comparison_table``: the table of these rates per model, which lives in :mod:`lab.evaluation.loop`.
-
-    Notebooks 04-07 call it by this name (``from lab import metrics``); the loop imports this module, so the
-    name is looked up on first use instead of imported here.
-    """
-    if name == "comparison_table":
-        from lab.evaluation.loop import comparison_table
-
-        return comparison_table
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

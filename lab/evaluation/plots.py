@@ -34,20 +34,21 @@ def _figure(width: float = 8.0, height: float = 4.5, ncols: int = 1, **subplots)
     return figure, figure.subplots(1, ncols, **subplots)
 
 
-def plot_sweep(sweep, selection=None, title: str | None = None):
+def plot_sweep(sweep, selection=None, title: str | None = None, data: str = "validation"):
     """Clean accuracy and attack success rate (%) against the share of channels pruned (%).
 
     sweep: the table of :func:`lab.defenses.pruning.sweep`. selection: optionally the
     table of :func:`lab.defenses.pruning.select_thresholds`; each threshold found is
-    marked with a dashed line at the step it picks.
+    marked with a dashed line at the step it picks. data: which data the rates are
+    on, for the legend (``"test"`` for a sweep measured on the test sets).
     """
     figure, axes = _figure()
     layer = sweep.attrs.get("layer", "the layer")
     percent = 100.0 * sweep["fraction_pruned"]
-    axes.plot(percent, sweep["clean_accuracy"], color=CLEAN_COLOR, marker=".", label="clean accuracy (validation)")
+    axes.plot(percent, sweep["clean_accuracy"], color=CLEAN_COLOR, marker=".", label=f"clean accuracy ({data})")
     if sweep["attack_success_rate"].notna().any():
         axes.plot(percent, sweep["attack_success_rate"], color=ATTACK_COLOR, marker=".",
-                  label="attack success rate (validation)")
+                  label=f"attack success rate ({data})")
     if selection is not None:
         _mark_thresholds(axes, selection)
     axes.set(xlim=(0, 100), ylim=(0, 102), xlabel=f"channels of {layer} pruned (% of {len(sweep) - 1})",

@@ -3,11 +3,13 @@
 Every notebook opens with the same setup cell (written once in
 ``tools/setup_cell.py``). In this repository's environment it only calls
 :func:`autoreload` and :func:`describe`; elsewhere it first pip-installs the
-lab from the repository named in ``pyproject.toml``, and :func:`describe`
-builds the default data + BadNet once with :func:`ensure_default` into
-:func:`lab.paths.home_root` (``~/badnet-lab``, or ``$BADNET_LAB_ROOT``).
-Building is always this explicit call (or ``python -m lab make-default``,
-``make lab``): the path lookups of :mod:`lab.paths` never build.
+lab from the repository named in ``pyproject.toml``. Each notebook's Setup
+cell then asks :func:`data_root` for the folder its ``LAB_ROOT`` names; with
+``LAB_ROOT = None`` on a pip-installed lab that builds the default data +
+BadNet once with :func:`ensure_default` into :func:`lab.paths.home_root`
+(``~/badnet-lab``, or ``$BADNET_LAB_ROOT``). Building is always such an
+explicit call (or ``python -m lab make-default``, ``make lab``): the path
+lookups of :mod:`lab.paths` never build.
 """
 
 from __future__ import annotations
@@ -19,13 +21,11 @@ from pathlib import Path
 IDENTITIES_VARIABLE = "BADNET_LAB_IDENTITIES"
 
 
-def describe(build: bool | None = None) -> str:
+def describe() -> str:
     """The setup cell's last call: print which lab runs, from where, and which folder holds its data; that line.
 
-    ``build`` (default: when the lab is pip-installed, not in its checkout)
-    then makes sure the default is there with :func:`ensure_default`, so a
-    notebook on Colab finds ``data/`` and ``models/`` in that folder. In the
-    checkout ``make lab`` builds it instead.
+    A description only; the notebook's :func:`data_root` call builds the
+    default where it is needed (it knows the notebook's ``LAB_ROOT``).
     """
     import lab
     from lab import paths
@@ -33,11 +33,24 @@ def describe(build: bool | None = None) -> str:
     where = f"this repository ({paths.SOURCE_ROOT})" if paths.in_checkout() else "pip-installed"
     line = f"BadNet lab {lab.__version__}, {where}; data and models in {paths.project_root()}"
     print(line)
-    if build is None:
-        build = not paths.in_checkout()
-    if build:
-        ensure_default(paths.project_root())
     return line
+
+
+def data_root(lab_root: str | os.PathLike | None = None) -> Path:
+    """The folder a notebook reads, from its ``LAB_ROOT`` parameter: each notebook's Setup cell calls this.
+
+    ``lab_root`` given: that folder (:func:`lab.paths.lab_root`; nothing is
+    built, a folder without ``data/`` is refused in one line). None: the
+    default's folder (:func:`lab.paths.project_root`); where the lab is
+    pip-installed (Colab, a student's Jupyter) the default is first built
+    there if missing (:func:`ensure_default`). In the lab's checkout ``make
+    lab`` builds it, and a missing one is refused with that command.
+    """
+    from lab import paths
+
+    if lab_root in (None, "") and not paths.in_checkout():
+        ensure_default(paths.project_root())
+    return paths.lab_root(lab_root)
 
 
 def autoreload() -> bool:

@@ -41,18 +41,28 @@ def test_lab_root_is_a_lookup_that_never_builds(monkeypatch, tmp_path):
     with pytest.raises(LabInputError, match=r"lab\.setup\.ensure_default\(\)"):
         paths.lab_root(None)
     assert not (tmp_path / "empty").exists()
-    setup.describe(build=False)
+    setup.describe()
     assert not (tmp_path / "empty").exists()
 
 
-def test_the_setup_cells_call_makes_sure_the_default_is_there(monkeypatch, capsys, tiny_default):
+def test_data_root_builds_only_for_the_default_and_only_where_pip_installed(monkeypatch, tmp_path, tiny_default):
+    """A notebook given LAB_ROOT (a course's shared data) never builds ~/badnet-lab; LAB_ROOT None finds or builds it."""
+    monkeypatch.setattr(paths, "in_checkout", lambda: False)  # pip-installed
+    monkeypatch.setenv("BADNET_LAB_ROOT", str(tmp_path / "default-here"))
+    assert setup.data_root(str(tiny_default)) == tiny_default.resolve()
+    assert not (tmp_path / "default-here").exists()
+    with pytest.raises(LabInputError, match="LAB_ROOT"):
+        setup.data_root(str(tmp_path / "no-data"))
+    assert not (tmp_path / "default-here").exists() and not (tmp_path / "no-data").exists()
     monkeypatch.setenv("BADNET_LAB_ROOT", str(tiny_default))
-    monkeypatch.setattr(paths, "in_checkout", lambda: False)
     before = sorted(p.relative_to(tiny_default) for p in tiny_default.rglob("*"))
-    line = setup.describe()  # pip-installed: ensure_default, which finds the default built and leaves it
-    root = tiny_default.resolve()
-    assert "pip-installed" in line and str(root) in line and paths.lab_root(None) == root
+    assert setup.data_root(None) == tiny_default.resolve()  # the default there: found, left as it is
     assert sorted(p.relative_to(tiny_default) for p in tiny_default.rglob("*")) == before
+    monkeypatch.setattr(paths, "in_checkout", lambda: True)  # the checkout: make lab builds, data_root only looks
+    monkeypatch.setenv("BADNET_LAB_ROOT", str(tmp_path / "empty"))
+    with pytest.raises(LabInputError, match="make lab"):
+        setup.data_root(None)
+    assert not (tmp_path / "empty").exists()
 
 
 def test_ensure_default_leaves_existing_and_foreign_files_alone(tmp_path, tiny_default):

@@ -11,8 +11,9 @@ lab's requirements is absent or outside its range, checked on every run, so
 an install interrupted after the first step is completed by running the cell
 again. pip's remarks about packages the lab does not use (Colab's resolver
 notices) are not shown; a failed install raises with pip's last ``ERROR``
-line. Its last call, :func:`lab.setup.describe`, then builds the default data
-and BadNet once (:func:`lab.setup.ensure_default`), into ``~/badnet-lab``. :func:`lab.setup.autoreload`
+line. Its last call, :func:`lab.setup.describe`, says which lab runs; the notebook's
+Setup cell then builds the default data and BadNet once where ``LAB_ROOT`` is None
+(:func:`lab.setup.data_root`), into ``~/badnet-lab``. :func:`lab.setup.autoreload`
 turns on IPython's autoreload only in the lab's own checkout.
 
 ``tools/sync_setup_cells.py`` puts the cell into the notebooks.

@@ -8,7 +8,7 @@ built optimizer, the input scale and the input signature).
 The defenses that train (fine-tuning and fine-pruning, the unlearning loops,
 and every repair built on :func:`lab.defenses.unlearn.train_keep_best`)
 train for a number of epochs and keep the weights of the epoch with the
-highest clean held-out accuracy (a later epoch wins a tie), measured on the
+highest clean held-out accuracy (a later epoch wins a tie), computed on the
 held-out part of the clean validation split that never trains
 (:func:`lab.defenses.holdout.split_validation`).
 """

@@ -40,7 +40,7 @@ def plot_sweep(sweep, selection=None, title: str | None = None, data: str = "val
     sweep: the table of :func:`lab.defenses.pruning.sweep`. selection: optionally the
     table of :func:`lab.defenses.pruning.select_thresholds`; each threshold found is
     marked with a dashed line at the step it picks. data: which data the rates are
-    on, for the legend (``"test"`` for a sweep measured on the test sets).
+    on, for the legend (``"test"`` for a sweep that scores the test sets).
     """
     figure, axes = _figure()
     layer = sweep.attrs.get("layer", "the layer")

@@ -158,6 +158,10 @@ def test_notebooks_produce_figures_tables_and_files(executed):
                    if "image/png" in o.get("data", {})]
     assert len(map_figures) >= 3, "no activation maps (one per layer of LAYERS)"
     assert "responds more to the poisoned face" in _outputs_text(executed["02_activations"])
+    keract_figures = [o for c in cells if "keract.display_activations" in c.source for o in c.get("outputs", [])
+                      if "image/png" in o.get("data", {})]
+    assert keract_figures, "02 never shows Keract's own display_activations"
+    assert "yet Keract draws both over the full colour map" in _outputs_text(executed["02_activations"])
     goodnet_text = _outputs_text(executed["04_goodnet"])
     assert "detection" in goodnet_text and list(executed["build"].glob("goodnet_*.keras"))
     assert "rebound" in _outputs_text(executed["03_pruning"])

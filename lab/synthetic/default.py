@@ -36,7 +36,7 @@ from lab.errors import LabInputError, check_output_location, check_writable
 from lab.io.manifest import jsonable, write_manifest
 from lab.constants import DEFAULT_SEED, MODEL_FILE
 from lab.seed import set_seed
-from lab.attacks.training import TrainingConfig, fit_badnet
+from lab.attacks.training import DECOY_BIAS, TrainingConfig, fit_badnet
 
 TRAIN_FILE = "data/cl/train.h5"  # written only with make_default(write_train=True)
 FILES = tuple(f"data/{rel}" for rel in course_data.LAB3_FILES.values()) + (MODEL_FILE,)
@@ -161,7 +161,7 @@ def make_default(out: str | Path, n_identities: int | None = None, seed: int | N
     asr = metrics.attack_success_rate(loaded.predict_labels(bd_test.x), bd_test.y)
     how = (f"{generator.title} default BadNet: DeepID trained with the pruning-aware attack of Fine-Pruning (Liu et al. 2018): "
            f"{config.training.clean_epochs} clean epochs, {len(record.get('decoy_channels', []))} least-active "
-           f"{config.training.pruned_layer} channels switched off (bias {-1000:g}), {config.training.poisoned_epochs} "
+           f"{config.training.pruned_layer} channels switched off (bias {DECOY_BIAS:g}), {config.training.poisoned_epochs} "
            f"epochs on clean + {config.poison_fraction:.0%} {config.trigger} copies labelled {target}; the switched-off "
            "channels stay as dormant decoys. Input: raw 0..255 pixels (a Rescaling layer divides by 255 inside).")
     if not config.training.pruning_aware:

@@ -14,9 +14,9 @@ here against one root, the first of:
    notebook and the command line find the same default.
 
 These functions only look things up: building the default is an explicit
-call (:func:`lab.setup.ensure_default`, which the notebooks' setup cell makes
-through :func:`lab.setup.describe` when the lab is pip-installed;
-``python -m lab make-default``; ``make lab``).
+call (:func:`lab.setup.ensure_default`, which each notebook's Setup makes
+through :func:`lab.setup.data_root` when its ``LAB_ROOT`` is None and the lab
+is pip-installed; ``python -m lab make-default``; ``make lab``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Artifacts computed once and reused when their inputs are identical (e.g. 06 reusing the B'' that 05 trained).
+"""Artifacts computed once and reused when their inputs are identical (e.g. 07 reusing the B'' that 05 trained).
 
 An entry lives in ``build/cache/<kind>/<key>/`` (``$BADNET_LAB_CACHE``: another
 folder, or ``off``), where ``key`` is the SHA-256 of everything that

@@ -26,7 +26,7 @@ REGISTERED = sorted(defenses.REGISTRY)
 
 
 def test_the_registry_is_ordered_by_each_defenses_table_order_field():
-    """06's table order is the ``table_order`` field's, whatever order the modules were imported in."""
+    """07's table order is the ``table_order`` field's, whatever order the modules were imported in."""
     orders = [defense.table_order for defense in defenses.REGISTRY.values()]
     assert orders == sorted(orders) and len(set(orders)) == len(orders), dict(zip(defenses.REGISTRY, orders))
     assert defenses.names() == list(defenses.REGISTRY)

@@ -117,7 +117,7 @@ def test_reruns_give_the_same_model_and_history():
 
 
 def test_fine_tuning_results_are_reused_only_for_identical_inputs(tmp_path, monkeypatch):
-    """lab.cache: a second identical call (06 after 05) reuses the stored B''; any change trains again."""
+    """lab.cache: a second identical call (07 after 05) reuses the stored B''; any change trains again."""
     monkeypatch.setenv("BADNET_LAB_CACHE", str(tmp_path / "cache"))
     badnet = helpers.trained_deepid()
     clean, poisoned = helpers.datasets()

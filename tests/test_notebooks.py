@@ -134,16 +134,16 @@ def test_html_exports_are_titled_by_their_notebook(executed):
         assert f"<title>{title}</title>" in html, (path.name, title)
 
 
-def test_bench_reads_every_defense_time_from_the_executed_06(executed):
-    """make bench's per-defense seconds come from 06's recorded table: one row per registered defense."""
+def test_bench_reads_every_defense_time_from_the_executed_07(executed):
+    """make bench's per-defense seconds come from 07's recorded table: one row per registered defense."""
     import lab.defenses
     from lab.course import bench
 
-    seconds = bench.timing_table(executed["06_defenses_compared"])
+    seconds = bench.timing_table(executed["07_defenses_compared"])
     assert set(lab.defenses.REGISTRY) - {"pruning", "fine-tuning", "fine-pruning", "goodnet", "confidence", "strip"} \
         <= set(seconds)
     assert all(value >= 0 for value in seconds.values()) and seconds["auto"] > 0
-    assert "seconds to build" in bench.format_lab({"steps": [("06", 1.0)], "total": 1.0, "defenses": seconds})
+    assert "seconds to build" in bench.format_lab({"steps": [("07", 1.0)], "total": 1.0, "defenses": seconds})
 
 
 def test_notebooks_produce_figures_tables_and_files(executed):

@@ -379,7 +379,7 @@ def _add_fine_prune(commands) -> None:
     how.add_argument("--channels", type=arguments.int_at_least(0), default=None, metavar="K",
                      help="prune exactly K channels instead (0: fine-tuning alone)")
     fine.add_argument("--recipe", default="unlearning", help=f"fine-tuning recipe: {', '.join(finepruning.RECIPES)} "
-                      "(default unlearning, as in 05 and 06)")
+                      "(default unlearning, as in 05 and 07)")
     fine.add_argument("--epochs", type=arguments.int_at_least(0), default=None, help="epochs of fine-tuning (default: the recipe's)")
     fine.add_argument("--holdout-fraction", type=arguments.fraction, default=1 / 3, metavar="F",
                       help="share of each class held out to choose the epoch (default 1/3)")
@@ -410,7 +410,7 @@ def _add_detect(commands) -> None:
     detect = commands.add_parser(
         "detect", help="calibrate a run-time detector (confidence or STRIP) on clean data; judge it on test sets",
         description="Calibrate the confidence detector (B and a repaired model R) or STRIP (around B) on the clean "
-                    "held-out part of the validation data for a false-positive budget, as in 06; with --clean-test "
+                    "held-out part of the validation data for a false-positive budget, as in 07; with --clean-test "
                     "(and --poisoned-test) report B and the detector (class N = flagged) on the test sets.")
     detect.add_argument("--method", choices=detectors, required=True,
                         help=f"which detector (the registered ones): {_listing('detector')}")

@@ -432,7 +432,7 @@ def format_lab(result: dict) -> str:
                  f"{'within' if total <= LAB_BUDGET_SECONDS else 'over by ' + format(total - LAB_BUDGET_SECONDS, '.0f') + ' s'})")
     if result.get("defenses"):
         width = max(len(name) for name in result["defenses"])
-        lines.append("each defense on the default (06_defenses_compared, seconds to build; goal for auto <= 180 s):")
+        lines.append("each defense on the default (07_defenses_compared, seconds to build; goal for auto <= 180 s):")
         lines += [f"  {name:<{width}}  {seconds:7.1f} s" for name, seconds in result["defenses"].items()]
     return "\n".join(lines)
 

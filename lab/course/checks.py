@@ -28,8 +28,8 @@ notebook    student function                reference in the lab
 04          ``goodnet_decision``            G's argmax (:func:`lab.defenses.goodnet.build_goodnet`)
 04          ``build_goodnet_model``         :func:`lab.defenses.goodnet.build_goodnet`
 05          ``fine_tune_one_epoch``         :func:`lab.defenses.finepruning.fine_tune`
-07          ``anomaly_index``               :func:`lab.defenses.reverse.anomaly_index`
-07          ``flag_candidates``             Neural Cleanse's rule (index > 2, small mask)
+06          ``anomaly_index``               :func:`lab.defenses.reverse.anomaly_index`
+06          ``flag_candidates``             Neural Cleanse's rule (index > 2, small mask)
 ==========  ==============================  ==========================================
 """
 
@@ -566,7 +566,7 @@ def check_fine_tune_one_epoch(fine_tune_one_epoch, model, dataset, layer: str, c
            "still zero, same weights as the reference epoch)"
 
 
-# ---------------------------------------------------------------- 07: Neural Cleanse's outlier test
+# ---------------------------------------------------------------- 06: Neural Cleanse's outlier test
 
 
 def check_anomaly_index(anomaly_index, l1=None, seed: int = 0) -> str:
@@ -575,7 +575,7 @@ def check_anomaly_index(anomaly_index, l1=None, seed: int = 0) -> str:
     __tracebackhide__ = True
     from lab.defenses.reverse import MAD_CONSISTENCY, anomaly_index as reference
 
-    exercise = "07 anomaly_index"
+    exercise = "06 anomaly_index"
     rng = np.random.default_rng(seed)
     cases = [np.array([10.0, 12.0, 11.0, 40.0, 9.0, 13.0]), rng.uniform(5, 60, size=9)]
     if l1 is not None and np.isfinite(np.asarray(l1, np.float64)).all():
@@ -608,7 +608,7 @@ def check_anomaly_index(anomaly_index, l1=None, seed: int = 0) -> str:
 def check_flag_candidates(flag_candidates, seed: int = 0) -> str:
     """``flag_candidates(candidates, l1, index)`` -> list of flagged classes: index > 2 and l1 below the median."""
     __tracebackhide__ = True
-    exercise = "07 flag_candidates"
+    exercise = "06 flag_candidates"
     candidates = [4, 7, 1, 9, 3, 0]
     cases = [
         (np.array([10.0, 12.0, 11.0, 40.0, 9.0, 13.0]), np.array([0.2, 0.6, 0.2, 7.0, 0.6, 1.0]), []),

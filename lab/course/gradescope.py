@@ -180,7 +180,7 @@ def build_zip(out: str | Path, stems=None, parameters: dict | None = None, data:
                   "visibility": visibility, "n": n, "trust_scripts": bool(trust_scripts)}
     else:
         notebooks = nbgrader_course.course_notebooks(nbgrader_course.SOURCE_DIR, stems)
-        if not stems:  # notebooks without exercises (00, 06) would only cost time: each Gradescope run is one student
+        if not stems:  # notebooks without exercises (00, 07) would only cost time: each Gradescope run is one student
             notebooks = [path for path in notebooks if _has_exercises(path)]
         if data is not None and not (Path(data) / "data").is_dir():
             raise LabInputError(data, "a folder with data/ and models/ (LAB_ROOT)", "no data/ in it")

@@ -26,7 +26,7 @@
 
 Importing this package imports every module in it (:func:`lab.defenses.base.discover`),
 which registers every defense: ``lab.defenses.REGISTRY`` maps a name to its
-:class:`Defense` class, ordered by each class's ``table_order`` (06's table
+:class:`Defense` class, ordered by each class's ``table_order`` (07's table
 order). To add one, see :mod:`lab.defenses.base` and the README's "Adding a
 defense / an attack".
 """

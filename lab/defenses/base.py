@@ -11,7 +11,7 @@ returns a :class:`DefenseResult` whose ``classifier`` meets
   meaning "this input is backdoored" (GoodNet, confidence detector, STRIP).
 
 Every table and metric of :mod:`lab.evaluation` takes a ``Classifier``, so
-06's comparison loops over :data:`REGISTRY`. Adding a defense: one module in
+07's comparison loops over :data:`REGISTRY`. Adding a defense: one module in
 ``lab/defenses/`` with a ``@register`` subclass of :class:`Defense` (its
 ``Config`` a frozen dataclass of documented hyperparameters, its
 ``table_order``, and :meth:`Defense.quick` where its schedule can be
@@ -96,7 +96,7 @@ class Defense(abc.ABC):
     Class attributes: ``name`` (registry key), ``kind`` (``"repair"`` or
     ``"detector"``), ``paper`` (citation), ``Config`` (a frozen dataclass
     whose defaults are documented), ``table_order`` (its place in
-    :data:`REGISTRY`, hence in 06's table and every listing: smaller first),
+    :data:`REGISTRY`, hence in 07's table and every listing: smaller first),
     ``decides`` (True when its result names ``backdoored`` / ``targets``
     from clean data), ``oracle`` (True only for the labelled attack-aware
     comparison that uses poisoned data; never registered). The first line
@@ -145,7 +145,7 @@ class Defense(abc.ABC):
     @classmethod
     def quick(cls, epochs: int | None = None, reverse_epochs: int | None = None, flow_restarts: int | None = None,
               holdout_fraction: float = 1 / 3) -> dict:
-        """``Config`` overrides with its schedule scaled, for quick runs (notebooks' tests, 06's table).
+        """``Config`` overrides with its schedule scaled, for quick runs (notebooks' tests, 07's table).
 
         ``epochs``: training epochs; ``reverse_epochs``: trigger-reversal
         schedule epochs; ``flow_restarts``: universal-perturbation searches;

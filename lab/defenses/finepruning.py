@@ -305,7 +305,7 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
     return result
 
 
-# ---------------------------------------------------------------- cache (lab.cache): 06 reuses what 05 trained
+# ---------------------------------------------------------------- cache (lab.cache): 07 reuses what 05 trained
 
 _HISTORY_COLUMNS = ["epoch", "learning_rate", "loss", "holdout_accuracy"]
 # The code a fine-tuning result depends on: a change to any of these never reuses an old result.

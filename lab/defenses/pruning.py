@@ -394,7 +394,7 @@ class PruningDefense(Defense):
     """B': the BadNet with the least active channels of ``layer`` pruned at an accuracy-drop threshold.
 
     Ranked and thresholded on the fine-tuning part of the clean validation
-    split (:func:`lab.defenses.holdout.split_validation`), as in 06.
+    split (:func:`lab.defenses.holdout.split_validation`), as in 07.
     """
 
     name = "pruning"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import random
 
-import numpy as np
-
 from lab.constants import DEFAULT_SEED
 
 
@@ -16,10 +14,12 @@ def set_seed(seed: int = DEFAULT_SEED) -> int:
     Also asks TensorFlow for deterministic kernels, so a rerun on the same
     machine gives the same numbers. Returns the seed so notebooks can print it.
     """
+    import numpy as np  # imported here, as keras below, so `import lab` needs nothing but the standard library
+    import keras        # (the setup cell imports lab.setup before the lab's requirements are installed)
+
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     random.seed(seed)
     np.random.seed(seed)
-    import keras  # imported here so `import lab` stays light for data-only tools
 
     keras.utils.set_random_seed(seed)  # Python, numpy and the TF backend
     import tensorflow as tf

@@ -19,6 +19,78 @@ from pathlib import Path
 
 # Number of identities of a default built on first use; tests and quick tries set it smaller (e.g. 10).
 IDENTITIES_VARIABLE = "BADNET_LAB_IDENTITIES"
+DISTRIBUTION = "badnet-pruning-lab"  # the lab's name on pip ([project] name in pyproject.toml)
+
+
+def pip_install(arguments: list[str]) -> None:
+    """``pip install --quiet ARGUMENTS`` with this Python; a failure raises ``RuntimeError`` with pip's one ERROR line.
+
+    pip's remarks about packages the lab does not use (Colab's resolver
+    notices) are not shown.
+    """
+    import importlib
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *arguments],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace")
+    importlib.invalidate_caches()
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines()
+                  if line.startswith("ERROR:") and "dependency resolver" not in line]
+        raise RuntimeError((errors or done.stderr.strip().splitlines() or ["pip install failed"])[-1])
+
+
+def missing_requirements(distribution: str = DISTRIBUTION) -> list[str]:
+    """The lab's requirements that are absent or at a version it does not accept, as ``name<specifier>`` strings.
+
+    Where the full ``tensorflow`` is installed (Colab's GPU build), the
+    ``tensorflow-cpu`` requirement is read as ``tensorflow``, so that build is
+    upgraded in place rather than joined by a second TensorFlow. Empty where
+    the lab is not pip-installed (its source folder on the path).
+    """
+    from importlib import metadata
+
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # a bare environment: pip's own copy
+        from pip._vendor.packaging.requirements import Requirement
+
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    try:
+        requirements = metadata.requires(distribution) or []
+    except metadata.PackageNotFoundError:
+        return []
+    full_tf = version("tensorflow") is not None
+    missing = []
+    for text in requirements:
+        requirement = Requirement(text.replace("tensorflow-cpu", "tensorflow") if full_tf else text)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            found = version(requirement.name)
+            if found is None or not requirement.specifier.contains(found, prereleases=True):
+                missing.append(f"{requirement.name}{requirement.specifier}")
+    return missing
+
+
+def complete_install() -> list[str]:
+    """The setup cell's first call: install what of the lab's requirements is missing (:func:`missing_requirements`).
+
+    The cell itself installs only the lab (``pip install --no-deps``); this
+    step is checked on every run, so an install interrupted half-way is
+    completed by running the cell again. Returns what it installed (usually
+    nothing). This module imports only the standard library at the top, so it
+    runs before numpy or TensorFlow are there.
+    """
+    missing = missing_requirements()
+    if missing:
+        print(f"installing what the lab needs: {', '.join(missing)} ...", flush=True)
+        pip_install(missing)
+    return missing
 
 
 def describe() -> str:

@@ -103,26 +103,31 @@ def test_every_notebook_opens_with_the_setup_cell_and_the_readme_has_its_badges(
     assert url.startswith("https://github.com/") and url in (REPO / "pyproject.toml").read_text()
 
 
-def _setup_cell_namespace() -> dict:
-    """The setup cell's helpers (``pip_install``, ``lab_requirements_missing``), defined as the cell defines them."""
+def test_setup_cell_is_a_few_lines_and_lab_setup_needs_only_the_standard_library():
+    """The cell installs the lab alone, then lab.setup completes the install: so importing lab.setup (and lab)
+    must not need numpy, TensorFlow or anything else the lab's requirements bring."""
     sys.path.insert(0, str(REPO / "tools"))
     import setup_cell
 
-    source = setup_cell.cell_source()
-    namespace: dict = {}
-    exec(source[:source.index("\nif importlib.util.find_spec")], namespace)  # noqa: S102  (the cell's own code)
-    return namespace
+    assert len(setup_cell.cell_source().splitlines()) <= 15
+    script = ("import sys, lab.setup; heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+              "{'numpy', 'tensorflow', 'keras', 'h5py', 'pandas', 'matplotlib'}); print(heavy)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8",
+                            check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+    assert setup.DISTRIBUTION == setup_cell.project()["name"]
 
 
-def test_setup_cell_finds_nothing_missing_in_the_labs_own_environment():
+def test_complete_install_finds_nothing_missing_in_the_labs_own_environment():
     """Here every requirement is installed at its pin, so the cell installs nothing (it checks on every run)."""
-    assert _setup_cell_namespace()["lab_requirements_missing"]() == []
+    assert setup.missing_requirements() == []
+    assert setup.complete_install() == []
+    assert setup.missing_requirements("badnet-lab-no-such-distribution") == []  # source folder only: nothing to do
 
 
-def test_setup_cell_shows_a_failed_install_in_one_line():
-    pip_install = _setup_cell_namespace()["pip_install"]
+def test_a_failed_install_shows_in_one_line():
     with pytest.raises(RuntimeError) as failed:  # --no-index: pip looks nowhere, so it fails without the network
-        pip_install(["--no-index", "--no-cache-dir", "badnet-lab-no-such-package"])
+        setup.pip_install(["--no-index", "--no-cache-dir", "badnet-lab-no-such-package"])
     message = str(failed.value)
     assert message.startswith("ERROR: ") and "\n" not in message and "badnet-lab-no-such-package" in message
 

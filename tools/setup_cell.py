@@ -2,19 +2,20 @@
 
 In this repository's environment (``make lab``, ``make jupyter``, the tests)
 ``lab`` is importable, so the cell only prints one line (:func:`lab.setup.describe`).
-Anywhere else (Colab, a Jupyter the student already has) it pip-installs the
-lab from the repository in ``[project.urls]`` (``$BADNET_LAB_SOURCE``
-overrides: a folder, a wheel, another git URL), in two steps so that an
-existing full ``tensorflow`` (Colab's GPU build) is upgraded in place instead
-of getting ``tensorflow-cpu`` beside it. The second step is whatever of the
-lab's requirements is absent or outside its range, checked on every run, so
-an install interrupted after the first step is completed by running the cell
-again. pip's remarks about packages the lab does not use (Colab's resolver
-notices) are not shown; a failed install raises with pip's last ``ERROR``
-line. Its last call, :func:`lab.setup.describe`, says which lab runs; the notebook's
-Setup cell then builds the default data and BadNet once where ``LAB_ROOT`` is None
-(:func:`lab.setup.data_root`), into ``~/badnet-lab``. :func:`lab.setup.autoreload`
-turns on IPython's autoreload only in the lab's own checkout.
+Anywhere else (Colab, a Jupyter the student already has) it first
+pip-installs the lab itself, without its requirements, from the repository in
+``[project.urls]`` (``$BADNET_LAB_SOURCE`` overrides: a folder, a wheel,
+another git URL); a failed install raises with pip's last line. Then
+:func:`lab.setup.complete_install` (which imports only the standard library,
+so it runs before numpy or TensorFlow are there) installs whatever of the
+lab's requirements is absent or outside its range, reading ``tensorflow-cpu``
+as ``tensorflow`` where the full build is installed (Colab's GPU build is
+upgraded in place). It checks on every run, so an install interrupted
+half-way is completed by running the cell again. :func:`lab.setup.autoreload`
+turns on IPython's autoreload only in the lab's own checkout, and
+:func:`lab.setup.describe` says which lab runs; the notebook's Setup cell then
+builds the default data and BadNet once where ``LAB_ROOT`` is None
+(:func:`lab.setup.data_root`), into ``~/badnet-lab``.
 
 ``tools/sync_setup_cells.py`` puts the cell into the notebooks.
 """
@@ -30,54 +31,19 @@ CELL_ID = "lab-setup"  # how the sync script finds the cell again (nbformat cell
 
 TEMPLATE = '''\
 # Setup (the same first cell in every notebook; leave it as it is). In the lab's own environment it prints one line.
-# On Colab or in a Jupyter without the lab it installs the lab (once, a few minutes; an interrupted install is
-# completed on the next run); the default data and BadNet are then built on first use in ~/badnet-lab
-# ($BADNET_LAB_ROOT chooses another folder).
-import importlib.util, os, subprocess, sys
-from importlib import metadata
-
-def pip_install(arguments):  # pip's notices about other packages stay hidden; a failure shows its one ERROR line
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *arguments],
-                          capture_output=True, text=True, encoding="utf-8", errors="replace")
-    importlib.invalidate_caches()
-    if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines()
-                  if line.startswith("ERROR:") and "dependency resolver" not in line]
-        raise RuntimeError((errors or done.stderr.strip().splitlines() or ["pip install failed"])[-1])
-
-def lab_requirements_missing():  # the lab's dependencies that are absent or at a version it does not accept
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:
-        from pip._vendor.packaging.requirements import Requirement
-    def version(name):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-    full_tf = version("tensorflow") is not None  # Colab's GPU build: upgraded in place, not joined by tensorflow-cpu
-    missing = []
-    for text in metadata.requires("{name}") or []:
-        requirement = Requirement(text.replace("tensorflow-cpu", "tensorflow") if full_tf else text)
-        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-            found = version(requirement.name)
-            if found is None or not requirement.specifier.contains(found, prereleases=True):
-                missing.append(f"{requirement.name}{requirement.specifier}")
-    return missing
-
+# On Colab or in a Jupyter without the lab it installs the lab first (once, a few minutes; run it again to complete
+# an interrupted install); the default data and BadNet are built on first use in ~/badnet-lab ($BADNET_LAB_ROOT).
+import importlib, importlib.util, os, subprocess, sys
 if importlib.util.find_spec("lab") is None:
     print("installing the lab (once, a few minutes) ...", flush=True)
-    pip_install(["--no-deps", os.environ.get("BADNET_LAB_SOURCE") or "git+{url}"])
-try:
-    missing = lab_requirements_missing()
-except metadata.PackageNotFoundError:  # the lab's source folder on the path, not installed: nothing to complete
-    missing = []
-if missing:
-    print(f"installing what the lab needs: {', '.join(missing)} ...", flush=True)
-    pip_install(missing)
+    source = os.environ.get("BADNET_LAB_SOURCE") or "git+{url}"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", source],
+                          capture_output=True, text=True, errors="replace")
+    importlib.invalidate_caches()
+    if done.returncode != 0:
+        raise RuntimeError((done.stderr.strip().splitlines() or ["pip install failed"])[-1])
 import lab.setup
-lab.setup.autoreload()  # reload edited lab/ modules before each cell, in the lab's own checkout only
-lab.setup.describe();'''
+lab.setup.complete_install(); lab.setup.autoreload(); lab.setup.describe();'''
 
 
 def project() -> dict:
@@ -95,8 +61,8 @@ def repository_url() -> str:
 
 
 def cell_source() -> str:
-    """The setup cell's code with the repository URL and distribution name filled in."""
-    return TEMPLATE.replace("{url}", repository_url()).replace("{name}", project()["name"])
+    """The setup cell's code with the repository URL filled in."""
+    return TEMPLATE.replace("{url}", repository_url())
 
 
 def colab_url(notebook: str, branch: str = "main") -> str:

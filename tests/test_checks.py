@@ -148,3 +148,34 @@ def test_flag_candidates_needs_a_large_index_and_a_small_mask():
     _raises("SMALL", checks.check_flag_candidates, lambda c, l1, index: [k for k, a in zip(c, index) if a > 2])
     _raises("expected", checks.check_flag_candidates,
             lambda c, l1, index: [k for k, n, a in zip(c, l1, index) if a >= 2 and n < np.median(l1)])
+
+
+def test_strip_entropy_right_and_typical_mistakes():
+    def terms(p):
+        return np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+
+    def right(p):
+        return -terms(p).sum(axis=-1).mean(axis=1)
+
+    assert checks.check_strip_entropy(right).startswith("ok")
+    assert checks.check_strip_entropy(right, seed=3).startswith("ok")
+    _raises("nats", checks.check_strip_entropy, lambda p: right(p) * np.log(2.0))
+    _raises("MEAN", checks.check_strip_entropy, lambda p: -terms(p).sum(axis=-1).sum(axis=1))
+    _raises("averaged prediction", checks.check_strip_entropy, lambda p: -terms(p.mean(axis=1)).sum(axis=-1))
+    _raises("0 log 0", checks.check_strip_entropy, lambda p: -(p * np.log2(p)).sum(axis=-1).mean(axis=1))
+    _raises("shape", checks.check_strip_entropy, lambda p: -terms(p).sum(axis=-1))
+    _raises("not done yet", checks.check_strip_entropy, lambda p: (_ for _ in ()).throw(NotImplementedError()))
+
+
+def test_strip_threshold_flags_what_the_labs_rule_flags():
+    def right(entropy, frr):
+        return np.quantile(entropy, frr / 100.0, method="lower")
+
+    assert checks.check_strip_threshold(right).startswith("ok")
+    assert checks.check_strip_threshold(right, np.linspace(0.0, 2.0, 50), seed=4).startswith("ok")
+    # np.percentile interpolates: between the 2nd and 3rd of 37 values it flags 2 of them, 5.4 % for a 5 % budget
+    _raises("over the budget", checks.check_strip_threshold, lambda e, frr: np.percentile(e, frr))
+    _raises("upper tail", checks.check_strip_threshold, lambda e, frr: np.quantile(e, 1 - frr / 100.0, method="lower"))
+    _raises("divide by 100", checks.check_strip_threshold, lambda e, frr: np.quantile(e, min(frr, 1.0)))
+    _raises("over the budget", checks.check_strip_threshold, lambda e, frr: np.quantile(e, 2 * frr / 100.0))
+    _raises("largest tau", checks.check_strip_threshold, lambda e, frr: float(e.min()))

@@ -30,6 +30,8 @@ notebook    student function                reference in the lab
 05          ``fine_tune_one_epoch``         :func:`lab.defenses.finepruning.fine_tune`
 06          ``anomaly_index``               :func:`lab.defenses.reverse.anomaly_index`
 06          ``flag_candidates``             Neural Cleanse's rule (index > 2, small mask)
+07          ``strip_entropy_bits``          :func:`lab.defenses.detectors.strip_entropy` (from probabilities)
+07          ``strip_threshold``             :func:`lab.defenses.detectors.fit_strip`'s quantile
 ==========  ==============================  ==========================================
 """
 
@@ -630,3 +632,90 @@ def check_flag_candidates(flag_candidates, seed: int = 0) -> str:
         _fail(exercise, f"l1 {l1.tolist()}, index {index.tolist()}, candidates {candidates}: expected "
                         f"{sorted(expected)}, found {found} (rule: index > 2 and l1 below the median)")
     return "ok: flag_candidates applies Neural Cleanse's rule"
+
+
+# ---------------------------------------------------------------- 07: STRIP's entropy and its threshold
+
+
+def _probability_rows(rng, n: int, k: int, classes: int) -> np.ndarray:
+    """float64 (n, k, classes) softmax rows, some nearly one-hot (a triggered input's certain answers), one exact."""
+    logits = rng.normal(size=(n, k, classes)) * rng.uniform(0.5, 8.0, size=(n, 1, 1))
+    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    p[0, 0] = np.eye(classes)[0]  # an exact one-hot row: 0 log 0 must count as 0
+    return p
+
+
+def check_strip_entropy(strip_entropy_bits, probabilities=None, seed: int = 0) -> str:
+    """``strip_entropy_bits(p)``: p float (n, K, C), B's class probabilities on each input's K blends -> float (n,).
+
+    The reference is STRIP's H(x): the entropy in bits of each blend's
+    prediction, averaged over the K blends
+    (:func:`lab.defenses.detectors.entropy_bits` then ``mean(axis=1)``).
+    ``probabilities``: also check on these (e.g. B's answers on real blends).
+    """
+    __tracebackhide__ = True
+    from lab.defenses.detectors import entropy_bits
+
+    exercise = "07 strip_entropy_bits"
+    cases = [_probability_rows(np.random.default_rng(seed), 6, 5, 7)]
+    if probabilities is not None:
+        cases.append(np.asarray(probabilities, np.float64))
+    for p in cases:
+        found = np.asarray(_call(exercise, strip_entropy_bits, p.copy()), np.float64)
+        per_blend = entropy_bits(p)
+        expected = per_blend.mean(axis=1)
+        if found.shape != expected.shape:
+            _fail(exercise, f"expected one entropy per input, shape {expected.shape} (n,), found shape {found.shape}")
+        if not np.isfinite(found).all():
+            _fail(exercise, "found nan or inf: a class with probability 0 contributes 0 (0 log 0 = 0), not nan")
+        if np.allclose(found, expected, rtol=1e-6, atol=1e-9):
+            continue
+        if np.allclose(found, expected * np.log(2.0), rtol=1e-6, atol=1e-9):
+            _fail(exercise, "these are nats: STRIP's entropy is in bits, log base 2 (np.log2)")
+        if np.allclose(found, per_blend.sum(axis=1), rtol=1e-6, atol=1e-9):
+            _fail(exercise, "summed over the K blends: H(x) is their MEAN (divide by K)")
+        if np.allclose(found, entropy_bits(p.mean(axis=1)), rtol=1e-6, atol=1e-9):
+            _fail(exercise, "that is the entropy of the averaged prediction; H(x) averages each blend's entropy")
+        if np.allclose(found, -expected, rtol=1e-6, atol=1e-9):
+            _fail(exercise, "wrong sign: entropy is -sum p log2 p, which is >= 0")
+        _fail(exercise, f"expected {np.round(expected[:4], 4).tolist()} ... (bits, mean over blends), "
+                        f"found {np.round(found[:4], 4).tolist()} ...")
+    return "ok: strip_entropy_bits matches the lab's on crafted probabilities" + (" and on B's blends" if len(cases) > 1 else "")
+
+
+def check_strip_threshold(strip_threshold, clean_entropy=None, seed: int = 0) -> str:
+    """``strip_threshold(clean_entropy, frr)`` -> tau: flags (H < tau) at most ``frr`` % of the clean inputs.
+
+    The lab's rule (:func:`lab.defenses.detectors.fit_strip`): tau is the
+    ``frr`` % quantile of the clean entropies (``method="lower"``), so at most
+    ``frr`` % of them fall strictly below it. A tau passes when it flags at
+    least the clean inputs the lab's rule flags and no more than the budget
+    allows (a linearly interpolated quantile may flag one more, still within it).
+    """
+    __tracebackhide__ = True
+    exercise = "07 strip_threshold"
+    rng = np.random.default_rng(seed)
+    cases = [(rng.gamma(4.0, 0.5, size=200), 1.0), (rng.gamma(4.0, 0.5, size=200), 10.0),
+             (rng.uniform(0.0, 3.0, size=37), 5.0)]
+    if clean_entropy is not None:
+        cases.append((np.asarray(clean_entropy, np.float64), 1.0))
+    for entropy, frr in cases:
+        tau = float(_call(exercise, strip_threshold, entropy.copy(), frr))
+        reference = float(np.quantile(entropy, frr / 100.0, method="lower"))
+        flagged, expected = entropy < tau, entropy < reference
+        allowed = int(np.floor(frr / 100.0 * len(entropy) + 1e-9))  # the most clean inputs the budget lets it flag
+        if expected.sum() <= flagged.sum() <= allowed:
+            continue
+        share = 100.0 * flagged.mean()
+        if np.array_equal(flagged, entropy < np.quantile(entropy, 1.0 - frr / 100.0, method="lower")):
+            _fail(exercise, f"tau flags {share:.1f} % of the clean inputs: that is the upper tail; STRIP flags LOW "
+                            f"entropy (too certain), so tau is the {frr:g} % quantile, not the {100 - frr:g} % one")
+        if share > 50 and abs(share - min(100.0, frr * 100.0)) < 5:
+            _fail(exercise, f"tau flags {share:.1f} % of the clean inputs: frr is in percent, np.quantile wants a "
+                            "fraction (divide by 100)")
+        if share > frr:
+            _fail(exercise, f"tau flags {share:.1f} % of the clean inputs (H < tau), over the budget of {frr:g} %")
+        _fail(exercise, f"tau flags {share:.1f} % of the clean inputs, the lab's rule {100.0 * expected.mean():.1f} %: "
+                        f"take the largest tau that keeps at most {frr:g} % of them strictly below it")
+    return "ok: strip_threshold keeps within the budget on crafted entropies" + (" and on B's" if len(cases) > 3 else "")

@@ -84,6 +84,25 @@ def test_runs_caches_and_resumes(harness, tiny_default, tmp_path, capsys):
     assert (made[0] / "models/bd_net.h5").stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(pd.read_csv(out / "repairs.csv"), table)
 
+    # published: the same table, with the command, the commit and each BadNet's SHA-256, read back by the lab
+    from lab.evaluation import results
+    from lab.io.models import sha256_file
+
+    harness.publish(out, [*argv, "--table", "--publish"], directory=tmp_path / "published")
+    published = results.load(tmp_path / "published")
+    pd.testing.assert_frame_equal(published.table, table)
+    assert published.command == "python tools/measure_repairs.py " + " ".join(argv) and published.commit
+    assert published.badnet_named_by(sha256_file(tiny_default / "models" / "bd_net.h5")) == "default"
+    assert published.badnet_named_by(sha256_file(made[0] / "models" / "bd_net.h5")) == "blended"
+    assert published.badnet_named_by("0" * 64) is None
+    assert set(published.rows("blended").index) == {"none", "pruning", "strip"}
+    assert "written by `python tools/measure_repairs.py --data" in published.provenance()
+    (tmp_path / "published" / "repairs.json").write_text("[]")
+    with pytest.raises(results.LabInputError, match="repairs.json: expected a JSON object, found list"):
+        results.load(tmp_path / "published")
+    with pytest.raises(results.LabInputError, match="expected the published results"):
+        results.load(tmp_path / "nowhere")
+
     # another epoch count is another BadNet, in its own folder
     assert harness.badnet_key("blended", harness._catalogue()["blended"], type("A", (), {
         "data": tiny_default, "epochs": 3, "badnet_seed": 1234})()) != made[0].name

@@ -135,13 +135,21 @@ def test_html_exports_are_titled_by_their_notebook(executed):
 
 
 def test_bench_reads_every_defense_time_from_the_executed_07(executed):
-    """make bench's per-defense seconds come from 07's recorded table: one row per registered defense."""
+    """make bench's per-defense seconds come from 07's recorded table: a row per registered defense 07 fits
+    (those in its FROM_RESULTS come from the published results, with no seconds of this run)."""
     import lab.defenses
     from lab.course import bench
 
     seconds = bench.timing_table(executed["07_defenses_compared"])
+    from_results = {"i-bau", "nad", "ft-sam", "fst"}
     assert set(lab.defenses.REGISTRY) - {"pruning", "fine-tuning", "fine-pruning", "goodnet", "confidence", "strip"} \
-        <= set(seconds)
+        - from_results <= set(seconds)
+    assert not from_results & set(seconds)
+    text = _outputs_text(executed["07_defenses_compared"])
+    assert "repairs.csv: written by `python tools/measure_repairs.py" in text
+    assert "not the BadNet loaded here" in text  # the tiny default is not the BadNet the results measured
+    for name in from_results:
+        assert f"- {name}: clean accuracy" in text or f"- {name}: not in the published table" in text
     assert all(value >= 0 for value in seconds.values()) and seconds["auto"] > 0
     assert "seconds to build" in bench.format_lab({"steps": [("07", 1.0)], "total": 1.0, "defenses": seconds})
 

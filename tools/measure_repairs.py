@@ -440,6 +440,50 @@ def write_table(out: Path) -> tuple[Path, Path]:
     return csv_path, md_path
 
 
+def _git(*arguments: str) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def publish(out: Path, argv: list[str], directory: Path | None = None) -> tuple[Path, Path]:
+    """Copy the table of ``out`` to the package's results (:mod:`lab.evaluation.results`), with its provenance.
+
+    The provenance names the command, the commit (``-dirty`` when ``lab/``
+    has uncommitted changes), the date and the SHA-256 of each BadNet in the
+    table, so a notebook can tell whether a row is about the model it loaded.
+    """
+    import datetime
+    import shutil
+
+    from lab.evaluation import results
+    from lab.io.models import sha256_file
+
+    directory = directory or results.RESULTS_DIR
+    csv_path, _ = write_table(out)
+    badnets = {}
+    for info_path in sorted((out / "rows").glob("*/_badnet.json")):
+        name = info_path.parent.name.rsplit("-", 1)[0]
+        model = Path(json.loads(info_path.read_text(encoding="utf-8"))["folder"]) / "models" / "bd_net.h5"
+        if model.is_file():
+            badnets[name] = sha256_file(model)
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    if _git("status", "--porcelain", "--", "lab", ":!lab/results"):
+        commit += "-dirty"
+    argv = [a for a in argv if a not in ("--table", "--publish")]  # the command that measures, not the one that copied
+    if "--badnets" not in argv:
+        argv = ["--badnets", *sorted(badnets), *argv]
+    directory.mkdir(parents=True, exist_ok=True)
+    table_path = directory / results.TABLE
+    shutil.copyfile(csv_path, table_path)
+    provenance = {"command": " ".join(["python tools/measure_repairs.py", *argv]), "commit": commit,
+                  "date": datetime.date.today().isoformat(), "badnets": badnets}
+    provenance_path = directory / results.PROVENANCE
+    _atomic_write(provenance_path, provenance)
+    return table_path, provenance_path
+
+
 def _atomic_write(path: Path, value: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
@@ -526,6 +570,9 @@ def main(argv=None) -> int:
     parser.add_argument("--retry-errors", action="store_true", help="rerun rows that failed")
     parser.add_argument("--list", action="store_true", help="print the BadNets and defenses and exit")
     parser.add_argument("--table", action="store_true", help="only rewrite the table from cached rows")
+    parser.add_argument("--publish", action="store_true",
+                        help="also copy the table into the package (lab/results/repairs.csv and .json: command, "
+                             "commit, date, each BadNet's SHA-256), where notebook 07 reads the rows it does not run")
     args = parser.parse_args(argv)
     args.data, args.out = args.data.resolve(), args.out.resolve()
     if args.list:
@@ -534,13 +581,13 @@ def main(argv=None) -> int:
         for name in Defenses().names:
             print(f"defense {name}")
         return 0
-    if args.table:
-        for path in write_table(args.out):
-            print(path)
-        return 0
-    run(args)
+    if not args.table:
+        run(args)
     for path in write_table(args.out):
         print(path)
+    if args.publish:
+        for path in publish(args.out, sys.argv[1:] if argv is None else list(argv)):
+            print(path)
     return 0
 
 

@@ -151,7 +151,10 @@ def test_bench_reads_every_defense_time_from_the_executed_07(executed):
     for name in from_results:
         assert f"- {name}: clean accuracy" in text or f"- {name}: not in the published table" in text
     assert all(value >= 0 for value in seconds.values()) and seconds["auto"] > 0
-    assert "seconds to build" in bench.format_lab({"steps": [("07", 1.0)], "total": 1.0, "defenses": seconds})
+    printed = bench.format_lab({"steps": [("default build", 50.0), ("07_defenses_compared.ipynb", 120.0)],
+                                "total": 170.0, "defenses": seconds})
+    assert "seconds to build" in printed and "(budget 90 s: over by 30 s)" in printed
+    assert "default build  " in printed and printed.count("budget 90 s:") == 1 and "within)" in printed
 
 
 def test_notebooks_produce_figures_tables_and_files(executed):

@@ -8,6 +8,8 @@
 - ``lab.defenses.pruning_engines``  the three sweep engines ("fast", "masked", "zero-weights")
 - ``lab.defenses.goodnet``          the repaired N+1-class network G as one safe-mode Keras file
 - ``lab.defenses.holdout``          the per-class split of clean validation data (fit part / held-out part)
+- ``lab.defenses.fitting``          the training core: keep the best held-out epoch (``fit_keep_best``),
+                                    the compiled training step (``compiled_step``)
 - ``lab.defenses.augment``          generic augmentations incl. random erasing (for defenses that train)
 - ``lab.defenses.perturbation``     universal adversarial perturbations from clean data (for unlearning)
 - ``lab.defenses.finepruning``      fine-tuning and fine-pruning on clean data

@@ -43,7 +43,7 @@ from lab.constants import DEFAULT_LAYER, DEFAULT_MEASURE, DEFAULT_SEED
 from lab.defenses import pruning
 from lab.defenses.augment import AugmentConfig, augment, random_erase  # noqa: F401  (lab.defenses.finepruning.augment)
 from lab.defenses.base import Defense, DefenseResult, register
-from lab.defenses.fitting import BestEpoch, step_parts
+from lab.defenses.fitting import compiled_step, fit_keep_best, step_parts
 from lab.defenses.holdout import split_validation
 from lab.defenses.perturbation import PerturbationSearch, universal_perturbation  # noqa: F401
 from lab.defenses.surgery import clone_model, zero_channels
@@ -159,7 +159,7 @@ def _train_step(tuned, optimizer, keep_zero: Mapping[str, Sequence[int]]):
     import tensorflow as tf
 
     parts = step_parts(tuned, optimizer=optimizer)
-    keras_model, variables, scale = parts.model, parts.variables, parts.scale
+    keras_model = parts.model
     masked = []
     for name, channels in keep_zero.items():
         if len(channels):
@@ -168,20 +168,18 @@ def _train_step(tuned, optimizer, keep_zero: Mapping[str, Sequence[int]]):
             keep[list(channels)] = 0.0
             masked += [(layer.kernel, tf.constant(keep)), (layer.bias, tf.constant(keep))]
 
-    @tf.function(input_signature=parts.spec, autograph=False)
-    def step(images, labels):
-        with tf.GradientTape() as tape:
-            probabilities = keras_model(images * scale, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
-            if keras_model.losses:
-                loss = loss + tf.add_n(keras_model.losses)
-        gradients = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(gradients, variables))
-        for variable, keep in masked:
-            variable.assign(variable * keep)
+    def loss_of(inputs, labels):
+        probabilities = keras_model(inputs, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+        if keras_model.losses:
+            loss = loss + tf.add_n(keras_model.losses)
         return loss
 
-    return step
+    def keep_pruned():
+        for variable, keep in masked:
+            variable.assign(variable * keep)
+
+    return compiled_step(parts, loss_of, after=keep_pruned)
 
 
 def _optimizer(config: FineTuneConfig, total_steps: int):
@@ -265,20 +263,19 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
     unlearning = bool(config.unlearn_fraction and config.unlearn_steps and config.epochs)
     search = PerturbationSearch(tuned, config.unlearn_epsilon) if unlearning else None
 
-    def row(epoch: int, loss: float) -> dict:
-        values = {"epoch": epoch, "learning_rate": _rate_at(optimizer, epoch * steps_per_epoch), "loss": loss,
-                  "holdout_accuracy": _percent_correct(tuned, holdout)}
+    held_out = holdout is not None and len(holdout) > 0
+
+    def score(epoch: int) -> float:  # without held-out data the last epoch wins
+        return _percent_correct(tuned, holdout) if held_out else epoch
+
+    def row(epoch: int, loss: float | None, score: float) -> dict:
+        values = {"epoch": epoch, "learning_rate": _rate_at(optimizer, epoch * steps_per_epoch),
+                  "loss": float("nan") if loss is None else loss,
+                  "holdout_accuracy": score if held_out else float("nan")}
         values.update({name: _percent_correct(tuned, dataset) for name, dataset in report.items()})
         return values
 
-    rows = [row(0, float("nan"))]
-    best = BestEpoch(keras_model)
-    epochs = range(1, config.epochs + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epochs = tqdm(epochs, desc="fine-tuning", unit="epoch")
-    for epoch in epochs:
+    def run_epoch(epoch: int) -> float:
         x = augment(train.x, rng, config) if config.augment else np.array(train.x, dtype=np.float32, copy=True)
         if unlearning:
             delta = search(x, train.y, config.unlearn_steps, config.unlearn_batch, rng)
@@ -290,9 +287,9 @@ def fine_tune(model, train: Dataset, holdout: Dataset | None, config: FineTuneCo
         for start in range(0, len(x), config.batch_size):
             batch = slice(start, start + config.batch_size)
             total += float(step(x[batch], y[batch])) * len(y[batch])
-        rows.append(row(epoch, total / len(x)))  # mean over images, as Keras's fit reports it
-        best.offer(epoch, rows[-1]["holdout_accuracy"] if holdout is not None and len(holdout) else epoch)
-    best.restore()
+        return total / len(x)  # mean over images, as Keras's fit reports it
+
+    best, rows = fit_keep_best(keras_model, config.epochs, run_epoch, score, row, "fine-tuning" if progress else None)
     best_epoch = best.epoch
     for layer in keras_model.layers:  # a frozen layer was frozen for this run only
         layer.trainable = True

@@ -32,7 +32,7 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.fitting import step_parts
+from lab.defenses.fitting import compiled_step, step_parts
 from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 from lab.errors import LabInputError
@@ -90,23 +90,21 @@ def fst_step(student, head, original_kernel: np.ndarray, config: FSTConfig, tota
     import tensorflow as tf
 
     parts = step_parts(student, config.learning_rate, total_steps)
-    model, variables, optimizer, scale = parts.model, parts.variables, parts.optimizer, parts.scale
+    model = parts.model
     alpha = np.float32(config.alpha)
     original = tf.constant(original_kernel, tf.float32)
     norm = tf.constant(np.linalg.norm(original_kernel), tf.float32)
     kernel = head.kernel
 
-    @tf.function(input_signature=parts.spec, autograph=False)
-    def step(images, labels):
-        with tf.GradientTape() as tape:
-            outputs = model(images * scale, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, outputs))
-            loss = loss + alpha * tf.reduce_sum(kernel * original)
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        kernel.assign(kernel * (norm / tf.maximum(tf.norm(kernel), 1e-12)))  # back to the original norm
-        return loss
+    def loss_of(inputs, labels):
+        outputs = model(inputs, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, outputs))
+        return loss + alpha * tf.reduce_sum(kernel * original)
 
-    return step
+    def rescale():  # back to the original norm
+        kernel.assign(kernel * (norm / tf.maximum(tf.norm(kernel), 1e-12)))
+
+    return compiled_step(parts, loss_of, after=rescale)
 
 
 @register

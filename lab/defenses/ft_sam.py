@@ -24,8 +24,8 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.fitting import step_parts
-from lab.defenses.unlearn import LIGHT_AUGMENT, at_sharpest, begin, copy_model, finish, train_keep_best
+from lab.defenses.fitting import compiled_step, step_parts
+from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 
 
@@ -43,33 +43,20 @@ class FTSAMConfig:
 
 
 def sam_step(student, config: FTSAMConfig, total_steps: int):
-    """A compiled (A)SAM training step on ``student`` (a ``LoadedModel``)."""
+    """A compiled (A)SAM training step on ``student`` (a ``LoadedModel``): cross-entropy, radius ``config.rho``.
+
+    images float32 (b, H, W, C) 0..255, labels int64 (b,) -> the loss at the sharpest nearby weights.
+    """
     import keras
     import tensorflow as tf
 
     parts = step_parts(student, config.learning_rate, total_steps)
-    model, variables, optimizer, scale = parts.model, parts.variables, parts.optimizer, parts.scale
-    rho = np.float32(config.rho)
+    model = parts.model
 
     def loss_of(inputs, labels):
         return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, model(inputs, training=True)))
 
-    @tf.function(input_signature=parts.spec, autograph=False)
-    def step(images, labels):
-        inputs = images * scale
-        with tf.GradientTape() as tape:
-            loss = loss_of(inputs, labels)
-        gradients = tape.gradient(loss, variables)
-        def again():
-            with tf.GradientTape() as tape:
-                sharp = loss_of(inputs, labels)
-            return sharp, tape.gradient(sharp, variables)
-
-        sharp, sharp_gradients = at_sharpest(variables, gradients, rho, again, config.adaptive)
-        optimizer.apply_gradients(zip(sharp_gradients, variables))
-        return sharp
-
-    return step
+    return compiled_step(parts, loss_of, sharpness=config.rho, adaptive=config.adaptive)
 
 
 @register

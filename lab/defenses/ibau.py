@@ -63,7 +63,6 @@ class _IBAU:
 
         parts = step_parts(student, config.learning_rate, total_steps)
         model, variables, optimizer, scale = parts.model, parts.variables, parts.optimizer, parts.scale
-        spec = parts.spec
         self.model = model
         unit = np.float32(config.unit)
         self.delta = tf.Variable(np.zeros(parts.shape, np.float32), trainable=False)  # in normalised units
@@ -80,7 +79,6 @@ class _IBAU:
         def inner_loss(images, d, labels):
             return -ce(images, d, labels, False) + penalty * tf.reduce_sum(tf.square(d))
 
-        @tf.function(input_signature=spec, autograph=False)
         def ascend(images, labels):
             with tf.GradientTape() as tape:
                 tape.watch(delta)
@@ -88,7 +86,6 @@ class _IBAU:
             delta.assign_sub(lr_in * tape.gradient(loss, delta))
             return loss
 
-        @tf.function(input_signature=spec + [tf.TensorSpec((None,), tf.int64)], autograph=False)
         def outer(images, labels, inner_labels):
             d = tf.identity(delta)
             with tf.GradientTape(persistent=True) as tape:
@@ -121,7 +118,9 @@ class _IBAU:
             optimizer.apply_gradients(zip(gradients, variables))
             return loss
 
-        self.ascend, self.outer = ascend, outer
+        # Both steps perturb the raw pixels before scaling them, so they share the compiled preamble
+        # (StepParts.compile) but not lab.defenses.fitting.compiled_step, which scales first.
+        self.ascend, self.outer = parts.compile(ascend), parts.compile(outer, tf.TensorSpec((None,), tf.int64))
         self.bound = np.float32(config.norm_bound)
         self.scale = scale
 

@@ -27,7 +27,7 @@ import numpy as np
 from lab.io.data import Dataset
 from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.fitting import step_parts
+from lab.defenses.fitting import compiled_step, step_parts
 from lab.defenses.unlearn import LIGHT_AUGMENT, begin, copy_model, finish, train_keep_best
 from lab.constants import DEFAULT_SEED
 
@@ -60,27 +60,22 @@ def _steps(student, teacher, config: NADConfig, total_steps: int):
     student_net = _features(student.model, config.layers)
     teacher_net = _features(teacher.model, config.layers) if teacher is not None else None
     parts = step_parts(student, config.learning_rate, total_steps)
-    variables, optimizer, scale = parts.variables, parts.optimizer, parts.scale
     beta, power = np.float32(config.beta), np.float32(config.power)
 
     def attention(a):
         a = tf.reduce_mean(tf.pow(tf.abs(a), power), axis=-1)
         return tf.math.l2_normalize(tf.reshape(a, (tf.shape(a)[0], -1)), axis=1)
 
-    @tf.function(input_signature=parts.spec, autograph=False)
-    def step(images, labels):
-        inputs = images * scale
-        with tf.GradientTape() as tape:
-            outputs = student_net(inputs, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, outputs[0]))
-            if teacher_net is not None:
-                targets = teacher_net(inputs, training=False)
-                for s, t in zip(outputs[1:], targets[1:]):
-                    loss = loss + beta * tf.reduce_mean(tf.square(attention(s) - attention(t)))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    def loss_of(inputs, labels):
+        outputs = student_net(inputs, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, outputs[0]))
+        if teacher_net is not None:
+            targets = teacher_net(inputs, training=False)
+            for s, t in zip(outputs[1:], targets[1:]):
+                loss = loss + beta * tf.reduce_mean(tf.square(attention(s) - attention(t)))
         return loss
 
-    return step
+    return compiled_step(parts, loss_of)
 
 
 @register

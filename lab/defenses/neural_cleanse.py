@@ -43,7 +43,7 @@ from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, anomaly_index, perturbation_flow, quick_unlearning, \
     reverse_triggers
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.fitting import BestEpoch
+from lab.defenses.fitting import fit_keep_best
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
@@ -119,15 +119,14 @@ def _unlearn(badnet, train, holdout, pool, config, rng, teacher, distill_weight)
     student = copy_model(badnet)
     steps = int(np.ceil(len(train) / config.batch_size)) * config.unlearn_epochs
     trainer = UnlearnTrainer(student, teacher, config.learning_rate, steps, distill_weight=distill_weight)
-    history = [percent_correct(student, holdout)]
-    best = BestEpoch(student.model)
-    for epoch in range(1, config.unlearn_epochs + 1):
+
+    def run_epoch(epoch):
         x = light_augment(train.x, rng, config.augment)
         x, stamped = stamp_from_pool(x, pool, config.stamp_fraction, rng)
         trainer.epoch(x, train.y, stamped, config.batch_size, rng)
-        history.append(percent_correct(student, holdout))
-        best.offer(epoch, history[-1])
-    best.restore()
+
+    best, history = fit_keep_best(student.model, config.unlearn_epochs, run_epoch,
+                                  lambda epoch: percent_correct(student, holdout))
     return student, {"holdout_history": history, **best.summary()}
 
 

@@ -59,7 +59,7 @@ from lab.defenses.base import Defense, DefenseResult, register
 from lab.defenses.reverse import FlowConfig, ReverseConfig, ReversedTriggers, TriggerReverser, perturbation_flow, \
     quick_unlearning, reverse_triggers
 from lab.defenses.augment import AugmentConfig
-from lab.defenses.fitting import BestEpoch
+from lab.defenses.fitting import fit_keep_best
 from lab.defenses.unlearn import LIGHT_AUGMENT, UnlearnTrainer, begin, copy_model, light_augment, percent_correct, \
     stamp_from_pool
 from lab.cache import clock  # wall time + the original cost of reused parts (lab.cache.memoize)
@@ -146,10 +146,8 @@ def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng, 
     reverser.mask_logit.assign(_logit(masks))
     reverser.pattern_logit.assign(_logit(patterns / 255.0))
     pool = [(masks[i], patterns[i]) for i in range(len(targets))]
-    rows = [{"epoch": 0, "loss": float("nan"), "holdout_accuracy": percent_correct(student, holdout),
-             "trigger_l1": [float(m.sum()) for m in masks], "trigger_success": None}]
-    best = BestEpoch(student.model)
-    for epoch in range(1, config.epochs + 1):
+
+    def run_epoch(epoch):
         x = light_augment(train.x, rng, config.augment)
         x, stamped = stamp_from_pool(x, pool, config.stamp_fraction, rng)
         if search is not None:  # a universal perturbation against the student: whatever is left, mask or not
@@ -162,12 +160,16 @@ def _reverse_and_unlearn(badnet, train, holdout, targets, initial, config, rng, 
         _, _, success = reverser.run(train.x, config.rereverse_steps, rng, config.rereverse_cost)
         new_masks, new_patterns = reverser.masks(), reverser.patterns()
         pool.extend((new_masks[i], new_patterns[i]) for i in range(len(targets)))
-        accuracy = percent_correct(student, holdout)
-        rows.append({"epoch": epoch, "loss": loss, "holdout_accuracy": accuracy,
-                     "trigger_l1": [float(m.sum()) for m in new_masks],
-                     "trigger_success": [float(s) for s in success]})
-        best.offer(epoch, accuracy)
-    best.restore()
+        return loss, new_masks, success
+
+    def row(epoch, trained, accuracy):
+        loss, l1_of, success = (float("nan"), masks, None) if trained is None else trained  # epoch 0: initial triggers
+        return {"epoch": epoch, "loss": loss, "holdout_accuracy": accuracy,
+                "trigger_l1": [float(m.sum()) for m in l1_of],
+                "trigger_success": None if success is None else [float(s) for s in success]}
+
+    best, rows = fit_keep_best(student.model, config.epochs, run_epoch, lambda epoch: percent_correct(student, holdout),
+                               row)
     details = {"history": rows, **best.summary(), "pool_size": len(pool), "final_masks": reverser.masks(),
                "final_patterns": reverser.patterns()}
     return student, details

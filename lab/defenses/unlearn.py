@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from lab.defenses.augment import AugmentConfig, augment
-from lab.defenses.fitting import BestEpoch, step_parts
+from lab.defenses.fitting import compiled_step, fit_keep_best, step_parts
 from lab.io.data import Dataset
 
 
@@ -48,45 +48,15 @@ def copy_model(model):
     return clone_model(model)
 
 
-def sharpness_moves(variables, gradients, rho: float, adaptive: bool = True):
-    """(A)SAM's weight perturbation (Foret et al. 2021; adaptive: Kwon et al. 2021), one tensor per variable.
-
-    ``e = rho * T^2 g / |T g|`` with ``T = |w|`` element-wise (adaptive), else
-    ``rho * g / |g|``. Used in a TensorFlow graph: add ``e``, take the gradient
-    there, subtract ``e``, step with that gradient (FT-SAM, :mod:`lab.defenses.ft_sam`).
-    """
-    import tensorflow as tf
-
-    if adaptive:
-        scaled = [tf.abs(v) * g for v, g in zip(variables, gradients)]
-        norm = tf.linalg.global_norm(scaled) + 1e-12
-        return [rho * tf.abs(v) * s / norm for v, s in zip(variables, scaled)]
-    norm = tf.linalg.global_norm(gradients) + 1e-12
-    return [rho * g / norm for g in gradients]
-
-
-def at_sharpest(variables, gradients, rho: float, again, adaptive: bool = True):
-    """``again()`` evaluated at the sharpest nearby weights: add :func:`sharpness_moves`, call, take them off.
-
-    ``again`` returns ``(loss, gradients)`` at the current weights; one (A)SAM
-    step then applies those gradients from the original weights.
-    """
-    moves = sharpness_moves(variables, gradients, rho, adaptive)
-    for v, e in zip(variables, moves):
-        v.assign_add(e)
-    result = again()
-    for v, e in zip(variables, moves):
-        v.assign_sub(e)
-    return result
-
-
 class UnlearnTrainer:
     """Compiled training of ``student`` (a ``LoadedModel``) with optional distillation from ``teacher``.
 
     learning_rate: Adam's rate, cosine-decayed to 0 over ``total_steps``.
     temperature, distill_weight: the distillation term (weight 0: none).
     sharpness: > 0 makes every step an adaptive-SAM step of that radius
-    (:func:`sharpness_moves`; FT-SAM's rule applied to the unlearning loss).
+    (:func:`lab.defenses.fitting.sharpness_moves`; FT-SAM's rule applied to the unlearning loss).
+    The step is :func:`lab.defenses.fitting.compiled_step` with one more
+    input, the per-image weight of the distillation term (1 unstamped, 0 stamped).
     """
 
     def __init__(self, student, teacher=None, learning_rate: float = 1e-3, total_steps: int = 1000,
@@ -96,44 +66,33 @@ class UnlearnTrainer:
 
         self.student = student
         parts = step_parts(student, learning_rate, total_steps, optimizer)
-        keras_model, variables, optimizer, scale = parts.model, parts.variables, parts.optimizer, parts.scale
-        self.optimizer = optimizer
-        height, width, channels = parts.shape
+        keras_model = parts.model
+        self.optimizer = parts.optimizer
         teacher_model = teacher.model if teacher is not None and distill_weight else None
         t = np.float32(temperature)
         weight = np.float32(distill_weight)
-        rho = np.float32(sharpness)
 
         def tempered(probabilities):
             logits = tf.math.log(tf.maximum(probabilities, 1e-12)) / t
             return tf.nn.softmax(logits, axis=-1), tf.nn.log_softmax(logits, axis=-1)
 
-        def gradient(inputs, labels, clean_weight, teacher_out):
-            with tf.GradientTape() as tape:
-                probabilities = keras_model(inputs, training=True)
-                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
-                if teacher_out is not None:
-                    teacher_p, teacher_log = teacher_out
-                    _, student_log = tempered(probabilities)
-                    kl = tf.reduce_sum(teacher_p * (teacher_log - student_log), axis=-1)
-                    kl = tf.reduce_sum(kl * clean_weight) / tf.maximum(tf.reduce_sum(clean_weight), 1.0)
-                    loss = loss + weight * t * t * kl
-            return loss, tape.gradient(loss, variables)
-
-        @tf.function(input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32),
-                                      tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.float32)],
-                     autograph=False)
-        def step(images, labels, clean_weight):
-            inputs = images * scale
-            teacher_out = tempered(teacher_model(inputs, training=False)) if teacher_model is not None else None
-            loss, gradients = gradient(inputs, labels, clean_weight, teacher_out)
-            if sharpness > 0:  # ascend to the sharpest nearby weights, take the gradient there, come back
-                loss, gradients = at_sharpest(variables, gradients, rho,
-                                              lambda: gradient(inputs, labels, clean_weight, teacher_out))
-            optimizer.apply_gradients(zip(gradients, variables))
+        def loss_of(inputs, labels, clean_weight, teacher_out=None):
+            probabilities = keras_model(inputs, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+            if teacher_out is not None:
+                teacher_p, teacher_log = teacher_out
+                _, student_log = tempered(probabilities)
+                kl = tf.reduce_sum(teacher_p * (teacher_log - student_log), axis=-1)
+                kl = tf.reduce_sum(kl * clean_weight) / tf.maximum(tf.reduce_sum(clean_weight), 1.0)
+                loss = loss + weight * t * t * kl
             return loss
 
-        self._step = step
+        def teacher_outputs(inputs, labels, clean_weight):
+            return tempered(teacher_model(inputs, training=False))
+
+        self._step = compiled_step(parts, loss_of, sharpness=sharpness,
+                                   fixed=teacher_outputs if teacher_model is not None else None,
+                                   more_spec=[tf.TensorSpec((None,), tf.float32)])
 
     def epoch(self, x: np.ndarray, y: np.ndarray, stamped: np.ndarray, batch_size: int,
               rng: np.random.Generator) -> float:
@@ -188,9 +147,7 @@ def train_keep_best(student, train: Dataset, holdout: Dataset, epochs: int, batc
     Returns ``{"holdout_history", "best_epoch", "holdout_clean_accuracy"}``;
     ``student`` (a ``LoadedModel``) ends at the best epoch (1..epochs; later on ties).
     """
-    history = [percent_correct(student, holdout)]
-    best = BestEpoch(student.model)
-    for epoch in range(1, epochs + 1):
+    def run_epoch(epoch):
         if before_epoch is not None:
             before_epoch(epoch)
         x = light_augment(train.x, rng, augmentation) if augmentation is not None else np.asarray(train.x, np.float32)
@@ -198,7 +155,6 @@ def train_keep_best(student, train: Dataset, holdout: Dataset, epochs: int, batc
         for start in range(0, len(x), batch_size):
             rows = order[start:start + batch_size]
             step(x[rows], train.y[rows].astype(np.int64))
-        history.append(percent_correct(student, holdout))
-        best.offer(epoch, history[-1])
-    best.restore()
+
+    best, history = fit_keep_best(student.model, epochs, run_epoch, lambda epoch: percent_correct(student, holdout))
     return {"holdout_history": history, **best.summary()}

@@ -100,3 +100,46 @@ def test_missing_inputs_are_one_line_errors(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(), stray)
     result = run_cli("autograde", str(stray))
     assert result.returncode == 2 and "99_unknown.ipynb" in result.stderr and "hidden tests" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def written_course(tmp_path_factory):
+    """The tiny notebook of test_student (an exercise of 1 point, a written question of 2) as source and release,
+    and three submissions: the solutions, the release untouched, the release with only the written answer typed."""
+    from test_student import written_notebook
+
+    root = tmp_path_factory.mktemp("written")
+    (root / "source").mkdir()
+    nbformat.write(written_notebook(), root / "source" / "01_tiny.ipynb")
+    release = nbformat.reads(student.render_all(root / "source")["01_tiny.ipynb"], as_version=4)
+    for name in ("solutions", "untouched", "answered"):
+        (root / "submitted" / name).mkdir(parents=True)
+    shutil.copyfile(root / "source" / "01_tiny.ipynb", root / "submitted" / "solutions" / "01_tiny.ipynb")
+    nbformat.write(release, root / "submitted" / "untouched" / "01_tiny.ipynb")
+    release.cells[-1].source = "My x came out as 1."
+    nbformat.write(release, root / "submitted" / "answered" / "01_tiny.ipynb")
+    return root
+
+
+def test_written_questions_are_reported_to_be_graded_by_hand_and_never_scored(written_course):
+    out = written_course / "grades.csv"
+    result = run_cli("autograde", str(written_course / "submitted"), "--source", str(written_course / "source"),
+                     "--json", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["student"]: row for row in map(json.loads, result.stdout.splitlines()) if row}
+    assert {s: (r["earned"], r["possible"]) for s, r in rows.items()} == \
+        {"solutions": (1, 1), "untouched": (0, 1), "answered": (0, 1)}  # the written question's 2 points in neither
+    assert all(list(r["exercises"]) == ["ex_x_tests"] for r in rows.values())
+    written = {s: r["written"]["written_why"] for s, r in rows.items()}
+    assert all(w["possible"] == 2 and "earned" not in w for w in written.values())
+    assert written["untouched"]["answered"] is False and written["untouched"]["status"] == autograde.NOT_ANSWERED
+    assert written["answered"]["answered"] and written["answered"]["answer"] == "My x came out as 1."
+    assert written["solutions"]["status"] == written["answered"]["status"] == autograde.TO_GRADE
+    with out.open() as handle:
+        csv_rows = {(r["student"], r["exercise"]): r for r in csv.DictReader(handle)}
+    assert csv_rows[("answered", "written_why")]["earned"] == "" and \
+        csv_rows[("answered", "written_why")]["possible"] == "2"
+    assert "graded by hand" in csv_rows[("answered", "written_why")]["error"]
+    table = autograde.format_results([{"student": s, **r} for s, r in rows.items()])
+    assert "solutions  01_tiny.ipynb: 1 / 1 (+ 2 graded by hand)" in table
+    assert "total solutions: 1 / 1 autograded, + 2 points graded by hand" in table

@@ -165,3 +165,31 @@ def test_challenge_zip_grades_one_test_per_badnet(made, key, reference, tmp_path
         assert tests[f"BadNet {name}"]["score"] == 0 and "nothing handed in" in tests[f"BadNet {name}"]["output"]
     assert all(t["max_score"] == 100 and t["visibility"] == "after_due_date" for t in tests.values())
     assert results["score"] == pytest.approx(sum(t["score"] for t in tests.values()))
+
+
+def test_a_written_question_is_a_test_without_score_and_the_score_counts_autograded_points_only(tmp_path):
+    """run_autograder on test_student's tiny notebook (1 autograded point, a written question of 2), answered."""
+    import nbformat
+
+    from lab.course import student
+    from test_student import written_notebook
+
+    root = tmp_path / "autograder"
+    (root / "source" / "notebooks").mkdir(parents=True)
+    (root / "source" / "lab-root" / "data").mkdir(parents=True)
+    (root / "submission").mkdir()
+    nbformat.write(written_notebook(), root / "source" / "notebooks" / "01_tiny.ipynb")
+    (root / "source" / gradescope.CONFIG).write_text(json.dumps({"kind": "notebooks", "notebooks": ["01_tiny.ipynb"],
+                                                                 "parameters": {}, "timeout": 120}))
+    release = nbformat.reads(student.render_all(root / "source" / "notebooks")["01_tiny.ipynb"], as_version=4)
+    release.cells[-1].source = "My x came out as 1."
+    nbformat.write(release, root / "submission" / "01_tiny.ipynb")
+    results = gradescope.run_autograder(root)
+    assert gradescope.check_results(results) == [], results
+    assert results["score"] == 0  # the exercise is unanswered; the written answer adds nothing
+    tests = {t["name"]: t for t in results["tests"]}
+    written = tests["01_tiny: written_why (written, 2 points graded by hand)"]
+    assert "score" not in written and "max_score" not in written and "status" not in written
+    assert "graded by hand" in written["output"] and "My x came out as 1." in written["output"]
+    assert tests["01_tiny: ex_x_tests"]["max_score"] == 1
+    assert "2 points of written questions are graded by hand" in results["output"]

@@ -88,7 +88,7 @@ def test_exercise_notebooks_have_graded_exercises_with_points():
                for path in SOURCES}
     for stem in ["01_badnet", "02_activations", "03_pruning", "04_goodnet", "05_fine_pruning"]:
         assert points[stem] and all(p > 0 for p in points[stem]), stem
-        # WRITTEN-PENDING
+        assert written[stem] and all(p > 0 for p in written[stem]), stem
     readme = (STUDENT_DIR / "README.md").read_text()
     assert (f"Total: {sum(sum(p) for p in points.values()):g} autograded points and "
             f"{sum(sum(p) for p in written.values()):g} points of written questions graded by hand.") in readme

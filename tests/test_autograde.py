@@ -59,6 +59,10 @@ def test_untouched_student_copies_earn_zero_on_every_exercise_and_the_grader_fin
         assert row["earned"] == 0, row
         for grade_id, exercise in row["exercises"].items():
             assert exercise["earned"] == 0 and exercise["error"], (stem, grade_id, exercise)
+        written = student.written_questions(nbformat.read(REPO / "notebooks" / f"{stem}.ipynb", as_version=4))
+        assert {w["grade_id"]: w["points"] for w in written} == \
+            {grade_id: answer["possible"] for grade_id, answer in row["written"].items()} != {}
+        assert all(a["status"] == autograde.NOT_ANSWERED for a in row["written"].values()), row["written"]
     assert ("untouched", "01_badnet.nbconvert.ipynb") not in results
 
 
@@ -71,6 +75,7 @@ def test_one_mistake_loses_exactly_that_exercise(graded):
     lost = {grade_id for grade_id, exercise in row["exercises"].items() if exercise["earned"] < exercise["possible"]}
     assert lost == {"ex03_4_tests"}
     assert "step BEFORE" in row["exercises"]["ex03_4_tests"]["error"]
+    assert row["written"]["written03_threshold"]["status"] == autograde.TO_GRADE  # the model answer, not scored
 
 
 def test_csv_has_points_per_student_and_exercise(graded):
@@ -78,8 +83,10 @@ def test_csv_has_points_per_student_and_exercise(graded):
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
     assert {(r["student"], r["exercise"]) for r in rows} >= {("offbyone", "ex03_4_tests"), ("untouched", "ex01_1_tests")}
-    assert len(rows) == sum(len(r["exercises"]) for r in results.values())
-    offbyone = {r["exercise"]: float(r["earned"]) for r in rows if r["student"] == "offbyone"}
+    assert len(rows) == sum(len(r["exercises"]) + len(r["written"]) for r in results.values())
+    untouched = {r["exercise"]: r for r in rows if r["student"] == "untouched"}
+    assert untouched["written01_confidence"]["earned"] == "" and untouched["written01_confidence"]["possible"] == "2"
+    offbyone = {r["exercise"]: float(r["earned"]) for r in rows if r["student"] == "offbyone" and r["earned"]}
     assert offbyone["ex03_4_tests"] == 0 and offbyone["ex03_1_tests"] == 1
 
 

@@ -107,10 +107,14 @@ def test_zip_holds_the_scripts_the_pins_and_the_lab_but_nothing_of_the_repo_s_bu
 @pytest.mark.slow
 def test_full_marks_and_a_flawed_submission_under_autograder(notebooks_zip, answers):
     full = grade(notebooks_zip, {"01_badnet.ipynb": answers["full"]})
-    assert full["score"] == 4 and [t["score"] for t in full["tests"]] == [2, 2]
-    assert {t["name"] for t in full["tests"]} == {"01_badnet: ex01_1_tests", "01_badnet: ex01_2_tests"}
-    assert all(t["visibility"] == "after_due_date" for t in full["tests"])  # both cells hold hidden tests
-    assert all(t["output"].startswith("ok") for t in full["tests"]) and full["execution_time"] >= 1
+    scored = [t for t in full["tests"] if "score" in t]
+    assert full["score"] == 4 and [t["score"] for t in scored] == [2, 2]
+    assert {t["name"] for t in scored} == {"01_badnet: ex01_1_tests", "01_badnet: ex01_2_tests"}
+    assert all(t["visibility"] == "after_due_date" for t in scored)  # both cells hold hidden tests
+    assert all(t["output"].startswith("ok") for t in scored) and full["execution_time"] >= 1
+    (written,) = [t for t in full["tests"] if "score" not in t]  # the written question: graded by hand, no score
+    assert written["name"] == "01_badnet: written01_confidence (written, 2 points graded by hand)"
+    assert "Your answer:" in written["output"] and "graded by hand" in full["output"]
     flawed = grade(notebooks_zip, {"01_badnet.ipynb": answers["flawed"]})
     assert flawed["score"] == 2
     lost = next(t for t in flawed["tests"] if t["name"].endswith("ex01_2_tests"))
@@ -121,7 +125,8 @@ def test_full_marks_and_a_flawed_submission_under_autograder(notebooks_zip, answ
 def test_a_missing_notebook_and_a_missing_interpreter_still_give_a_results_json(notebooks_zip, tmp_path):
     nothing = grade(notebooks_zip, {"notes.txt": Path(__file__)})
     assert nothing["score"] == 0 and "01_badnet.ipynb was not submitted" in nothing["output"]
-    assert all(t["score"] == 0 for t in nothing["tests"]) and len(nothing["tests"]) == 2
+    assert all(t.get("score", 0) == 0 for t in nothing["tests"]) and len(nothing["tests"]) == 3
+    assert any("Not answered." in t["output"] for t in nothing["tests"] if "score" not in t)
     result = at_autograder(notebooks_zip, "/autograder/run_autograder", python=str(tmp_path / "no-python"))
     assert result.returncode == 0
     results = json.loads((notebooks_zip / "results" / "results.json").read_text())

@@ -54,7 +54,7 @@ def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def course(tiny_default, tmp_path_factory) -> Path:
-    """The course for 01_badnet, released, two students submitted (answers typed in, the written one too), autograded."""
+    """The course for 01_badnet, released, two students submitted (every answer typed in), autograded."""
     root = tmp_path_factory.mktemp("course")
     result = run_cli("course", "--out", str(root), "--notebook", "01_badnet", "-p", "LAB_ROOT", str(tiny_default),
                      *SMALL, "--timeout", "300")

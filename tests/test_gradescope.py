@@ -107,10 +107,14 @@ def test_zip_holds_the_scripts_the_pins_and_the_lab_but_nothing_of_the_repo_s_bu
 @pytest.mark.slow
 def test_full_marks_and_a_flawed_submission_under_autograder(notebooks_zip, answers):
     full = grade(notebooks_zip, {"01_badnet.ipynb": answers["full"]})
-    assert full["score"] == 4 and [t["score"] for t in full["tests"]] == [2, 2]
-    assert {t["name"] for t in full["tests"]} == {"01_badnet: ex01_1_tests", "01_badnet: ex01_2_tests"}
-    assert all(t["visibility"] == "after_due_date" for t in full["tests"])  # both cells hold hidden tests
-    assert all(t["output"].startswith("ok") for t in full["tests"]) and full["execution_time"] >= 1
+    scored = [t for t in full["tests"] if "score" in t]
+    assert full["score"] == 4 and [t["score"] for t in scored] == [2, 2]
+    assert {t["name"] for t in scored} == {"01_badnet: ex01_1_tests", "01_badnet: ex01_2_tests"}
+    assert all(t["visibility"] == "after_due_date" for t in scored)  # both cells hold hidden tests
+    assert all(t["output"].startswith("ok") for t in scored) and full["execution_time"] >= 1
+    (written,) = [t for t in full["tests"] if "score" not in t]  # the written question: graded by hand, no score
+    assert written["name"] == "01_badnet: written01_confidence (written, 2 points graded by hand)"
+    assert "Your answer:" in written["output"] and "graded by hand" in full["output"]
     flawed = grade(notebooks_zip, {"01_badnet.ipynb": answers["flawed"]})
     assert flawed["score"] == 2
     lost = next(t for t in flawed["tests"] if t["name"].endswith("ex01_2_tests"))
@@ -121,7 +125,8 @@ def test_full_marks_and_a_flawed_submission_under_autograder(notebooks_zip, answ
 def test_a_missing_notebook_and_a_missing_interpreter_still_give_a_results_json(notebooks_zip, tmp_path):
     nothing = grade(notebooks_zip, {"notes.txt": Path(__file__)})
     assert nothing["score"] == 0 and "01_badnet.ipynb was not submitted" in nothing["output"]
-    assert all(t["score"] == 0 for t in nothing["tests"]) and len(nothing["tests"]) == 2
+    assert all(t.get("score", 0) == 0 for t in nothing["tests"]) and len(nothing["tests"]) == 3
+    assert any("Not answered." in t["output"] for t in nothing["tests"] if "score" not in t)
     result = at_autograder(notebooks_zip, "/autograder/run_autograder", python=str(tmp_path / "no-python"))
     assert result.returncode == 0
     results = json.loads((notebooks_zip / "results" / "results.json").read_text())
@@ -165,3 +170,31 @@ def test_challenge_zip_grades_one_test_per_badnet(made, key, reference, tmp_path
         assert tests[f"BadNet {name}"]["score"] == 0 and "nothing handed in" in tests[f"BadNet {name}"]["output"]
     assert all(t["max_score"] == 100 and t["visibility"] == "after_due_date" for t in tests.values())
     assert results["score"] == pytest.approx(sum(t["score"] for t in tests.values()))
+
+
+def test_a_written_question_is_a_test_without_score_and_the_score_counts_autograded_points_only(tmp_path):
+    """run_autograder on test_student's tiny notebook (1 autograded point, a written question of 2), answered."""
+    import nbformat
+
+    from lab.course import student
+    from test_student import written_notebook
+
+    root = tmp_path / "autograder"
+    (root / "source" / "notebooks").mkdir(parents=True)
+    (root / "source" / "lab-root" / "data").mkdir(parents=True)
+    (root / "submission").mkdir()
+    nbformat.write(written_notebook(), root / "source" / "notebooks" / "01_tiny.ipynb")
+    (root / "source" / gradescope.CONFIG).write_text(json.dumps({"kind": "notebooks", "notebooks": ["01_tiny.ipynb"],
+                                                                 "parameters": {}, "timeout": 120}))
+    release = nbformat.reads(student.render_all(root / "source" / "notebooks")["01_tiny.ipynb"], as_version=4)
+    release.cells[-1].source = "My x came out as 1."
+    nbformat.write(release, root / "submission" / "01_tiny.ipynb")
+    results = gradescope.run_autograder(root)
+    assert gradescope.check_results(results) == [], results
+    assert results["score"] == 0  # the exercise is unanswered; the written answer adds nothing
+    tests = {t["name"]: t for t in results["tests"]}
+    written = tests["01_tiny: written_why (written, 2 points graded by hand)"]
+    assert "score" not in written and "max_score" not in written and "status" not in written
+    assert "graded by hand" in written["output"] and "My x came out as 1." in written["output"]
+    assert tests["01_tiny: ex_x_tests"]["max_score"] == 1
+    assert "2 points of written questions are graded by hand" in results["output"]

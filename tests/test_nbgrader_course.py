@@ -1,8 +1,8 @@
 """``python -m lab course`` and nbgrader's own commands on it: two students, a gradebook, feedback, a CSV.
 
 One short notebook (01_badnet) on the tiny default keeps the round trip
-under a minute; a written answer is added to the course's source to show
-the manually graded path (the lab's notebooks have none today).
+under a minute; its written question (a manually graded answer cell) takes
+the path nbgrader gives such cells: no autograde score, formgrader's.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from conftest import run_cli
 SMALL = ["-p", "EXPECTED_CLEAN_ACCURACY", "[0, 100]", "-p", "EXPECTED_ATTACK_SUCCESS", "[0, 100]",
          "-p", "N_TEST", "200"]
 MISTAKE = ("int(np.argmax(counts))", "int(np.argmin(counts))")  # ex01_2: the least common class, a mistake
-WRITTEN = {"grade": True, "solution": True, "locked": False, "points": 1, "grade_id": "written_why_asr",
-           "schema_version": 3, "task": False}
+WRITTEN = "written01_confidence"  # 01_badnet's written question
 
 
 def fill_in(release: Path, source: Path, out: Path, mistake: bool = False) -> Path:
@@ -55,18 +54,12 @@ def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def course(tiny_default, tmp_path_factory) -> Path:
-    """The course for 01_badnet, a written answer added, released, two students submitted and autograded."""
+    """The course for 01_badnet, released, two students submitted (every answer typed in), autograded."""
     root = tmp_path_factory.mktemp("course")
     result = run_cli("course", "--out", str(root), "--notebook", "01_badnet", "-p", "LAB_ROOT", str(tiny_default),
                      *SMALL, "--timeout", "300")
     assert result.returncode == 0, result.stderr[-2000:]
     source = root / "source" / "lab" / "01_badnet.ipynb"
-    node = nbformat.read(source, as_version=4)
-    written = nbformat.v4.new_markdown_cell("Why can B's attack success rate be 100 % while its clean accuracy "
-                                            "is not?\n\n### BEGIN SOLUTION\nThe trigger is one strong feature."
-                                            "\n### END SOLUTION", metadata={"nbgrader": WRITTEN})
-    node.cells.append(written)
-    nbformat.write(node, source)
     nbgrader(root, "generate_assignment", "lab")
     release = root / "release" / "lab" / "01_badnet.ipynb"
     fill_in(release, source, root / "submitted" / "full" / "lab" / "01_badnet.ipynb")
@@ -96,9 +89,9 @@ def test_export_csv_has_full_marks_and_one_lost_exercise_after_formgrader(course
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         for student in ("full", "flawed"):
-            written = gradebook.find_grade("written_why_asr", "01_badnet", "lab", student)
-            assert written.needs_manual_grade  # waiting in formgrader
-            written.manual_score = 1  # what formgrader stores when the instructor gives the point
+            written = gradebook.find_grade(WRITTEN, "01_badnet", "lab", student)
+            assert written.needs_manual_grade and written.auto_score is None  # waiting in formgrader
+            written.manual_score = written.max_score  # what formgrader stores when the instructor gives the points
         gradebook.db.commit()
     nbgrader(course, "generate_feedback", "lab")
     assert (course / "feedback" / "flawed" / "lab" / "01_badnet.html").is_file()
@@ -106,7 +99,7 @@ def test_export_csv_has_full_marks_and_one_lost_exercise_after_formgrader(course
     with (course / "grades.csv").open() as handle:
         rows = {row["student_id"]: row for row in csv.DictReader(handle)}
     assert {s: (float(r["score"]), float(r["max_score"])) for s, r in rows.items()} == \
-        {"full": (5.0, 5.0), "flawed": (3.0, 5.0)}  # ex01_2_tests (2 points) lost
+        {"full": (6.0, 6.0), "flawed": (4.0, 6.0)}  # 4 autograded + 2 by hand; ex01_2_tests (2 points) lost
 
 
 @pytest.mark.slow
@@ -123,9 +116,11 @@ def test_lab_autograde_gives_nbgrader_s_points_on_the_same_submissions(course):
     got = {(row["student"].split("/")[0], grade_id): exercise["earned"]
            for row in rows for grade_id, exercise in row["exercises"].items()}
     assert {k: got[k] for k in expected} == expected
-    assert got[("full", "written_why_asr")] == 0  # left to the instructor, as nbgrader does
-    written = next(r for r in rows if r["student"].startswith("full"))["exercises"]["written_why_asr"]
-    assert "formgrader" in written["error"]
+    full = next(r for r in rows if r["student"].startswith("full"))
+    assert (full["earned"], full["possible"]) == (4, 4) and WRITTEN not in full["exercises"]  # autograded only
+    written = full["written"][WRITTEN]  # left to the instructor, as nbgrader does
+    assert written["possible"] == 2 and written["answered"] and "earned" not in written
+    assert "formgrader" in written["status"]
 
 
 def test_baking_parameters_and_one_line_errors(tmp_path, tiny_default):

@@ -68,7 +68,9 @@ def test_student_copy_has_no_solutions_and_no_hidden_tests(path):
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
     for original, released in zip(source.cells, copy.cells):
         meta = original.metadata.get("nbgrader", {})
-        if meta.get("solution"):
+        if meta.get("solution") and original.cell_type == "markdown":  # a written question's answer
+            assert released.source == "YOUR ANSWER HERE"
+        elif meta.get("solution"):
             assert "raise NotImplementedError()" in released.source
         elif meta.get("grade"):
             assert released.metadata["nbgrader"]["locked"] and not released.metadata.get("editable", True)
@@ -82,10 +84,31 @@ def test_student_copy_has_no_solutions_and_no_hidden_tests(path):
 
 def test_exercise_notebooks_have_graded_exercises_with_points():
     points = {path.stem: [e["points"] for e in student.exercises(nbformat.read(path, as_version=4))] for path in SOURCES}
+    written = {path.stem: [e["points"] for e in student.written_questions(nbformat.read(path, as_version=4))]
+               for path in SOURCES}
     for stem in ["01_badnet", "02_activations", "03_pruning", "04_goodnet", "05_fine_pruning"]:
         assert points[stem] and all(p > 0 for p in points[stem]), stem
+        assert written[stem] and all(p > 0 for p in written[stem]), stem
     readme = (STUDENT_DIR / "README.md").read_text()
-    assert f"Total: {sum(sum(p) for p in points.values()):g} points." in readme
+    assert (f"Total: {sum(sum(p) for p in points.values()):g} autograded points and "
+            f"{sum(sum(p) for p in written.values()):g} points of written questions graded by hand.") in readme
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_written_questions_give_their_points_in_their_heading_and_no_answer_before_them(path):
+    """The cell above each written answer is its question: a heading with the answer cell's points."""
+    import re
+
+    cells = nbformat.read(path, as_version=4).cells
+    for index, cell in enumerate(cells):
+        if not student.is_written(cell):
+            continue
+        question = cells[index - 1]
+        points = cell.metadata["nbgrader"]["points"]
+        assert question.cell_type == "markdown" and "nbgrader" not in question.metadata, path.name
+        heading = question.source.splitlines()[0]
+        assert re.match(rf"## Written question \({points:g} points?\): ", heading), (path.name, heading)
+        assert not any(c.source.startswith("## Summary") for c in cells[:index]), f"{path.name}: a Summary before it"
 
 
 def _notebook(*cells):
@@ -118,3 +141,59 @@ def test_duplicate_grade_ids_are_refused():
                      _cell("assert x", grade_id="a", grade=True, points=1, locked=True))
     with pytest.raises(LabInputError, match="unique"):
         student.check_metadata(node, "test.ipynb")
+
+
+WRITTEN_META = {"schema_version": 3, "locked": False, "task": False, "grade": True, "solution": True, "points": 2,
+                "grade_id": "written_why"}
+
+
+def written_notebook():
+    """A real small source notebook: one autograded exercise (1 point), one written question (2 points)."""
+    answer = new_markdown_cell("### BEGIN SOLUTION\nA good answer names the number its run printed.\n"
+                               "### END SOLUTION")
+    answer.metadata["nbgrader"] = dict(WRITTEN_META)
+    node = _notebook(_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", grade_id="ex_x", solution=True),
+                     _cell("assert x == 1\n### BEGIN HIDDEN TESTS\nassert x > 0\n### END HIDDEN TESTS",
+                           grade_id="ex_x_tests", grade=True, points=1, locked=True),
+                     new_markdown_cell("## Written question (2 points): what did x come out as?"), answer)
+    node.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return node
+
+
+def test_written_questions_are_listed_apart_from_the_autograded_exercises():
+    node = written_notebook()
+    student.check_metadata(node, "test.ipynb")
+    assert student.exercises(node) == [{"grade_id": "ex_x_tests", "points": 1.0}]
+    assert student.written_questions(node) == [{"grade_id": "written_why", "points": 2.0}]
+
+
+def test_nbgrader_releases_a_written_question_as_your_answer_here_and_the_readme_lists_its_points(tmp_path):
+    nbformat.write(written_notebook(), tmp_path / "01_tiny.ipynb")
+    files = student.render_all(tmp_path)
+    released = nbformat.reads(files["01_tiny.ipynb"], as_version=4)
+    answer = released.cells[-1]
+    assert answer.cell_type == "markdown" and answer.source == "YOUR ANSWER HERE"
+    assert answer.metadata["nbgrader"]["grade"] and answer.metadata["nbgrader"]["solution"]
+    assert "Written question (2 points)" in released.cells[-2].source
+    assert "`01_tiny.ipynb` | 1 | 1 | `ex_x_tests` (1) | `written_why` (2) |" in files[student.README]
+    assert "Total: 1 autograded points and 2 points of written questions graded by hand." in files[student.README]
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"cell_type": "code"}, "markdown cell"),
+    ({"source": "A model answer without its markers."}, "model answer"),
+    ({"task": True}, "task cell"),
+])
+def test_malformed_written_questions_are_refused_in_one_line(change, problem):
+    node = written_notebook()
+    answer = node.cells[-1]
+    if "cell_type" in change:
+        answer = new_code_cell(answer.source, metadata=answer.metadata)
+        node.cells[-1] = answer
+    if "source" in change:
+        answer.source = change["source"]
+    if "task" in change:
+        answer.metadata["nbgrader"]["task"] = True
+    with pytest.raises(LabInputError, match=problem) as error:
+        student.check_metadata(node, "test.ipynb")
+    assert "test.ipynb cell 4" in str(error.value) and "\n" not in str(error.value)

@@ -21,7 +21,17 @@ given), what ``nbgrader autograde`` does, step by step:
 4. score each autograded cell with ``nbgrader.utils.determine_grade``:
    full points unless the cell raised or wrote to stderr.
 
-Points per student and exercise go to a CSV (``--out``) and to stdout.
+Written questions (manually graded answer cells, see
+:mod:`lab.course.student`) are never scored here, as ``nbgrader
+autograde`` leaves them to formgrader: each result lists them apart
+(``written``: points possible, whether the student wrote anything, the
+answer's text) and their points are in neither ``earned`` nor
+``possible``, which count the autograded cells only. An answer left as
+released (nbgrader's checksum unchanged, or ``YOUR ANSWER HERE``) is
+reported as not answered.
+
+Points per student and exercise go to a CSV (``--out``) and to stdout
+(a written question's row: no points earned, "to be graded by hand").
 A submitted test cell that is missing scores zero ("missing").
 Notebooks named ``*.nbconvert.ipynb`` (left by ``jupyter nbconvert
 --execute``) and checkpoints are ignored.
@@ -75,10 +85,42 @@ def find_submissions(arguments) -> list[tuple[str, Path]]:
     return sorted(found, key=lambda item: (item[0], item[1].name))
 
 
+TO_GRADE = "to be graded by hand (nbgrader's formgrader)"
+NOT_ANSWERED = "not answered"
+TEXT_STUB = "YOUR ANSWER HERE"  # what nbgrader's ClearSolutions leaves in a released written answer
+
+
 def grade_cells(node) -> dict[str, object]:
-    """``{grade_id: cell}`` of the autograded cells (nbgrader ``grade: true``) of a notebook."""
-    return {cell.metadata["nbgrader"]["grade_id"]: cell for cell in node.cells
-            if cell.metadata.get("nbgrader", {}).get("grade")}
+    """``{grade_id: cell}`` of the autograded test cells (nbgrader ``grade`` without ``solution``) of a notebook."""
+    from lab.course.student import is_autograded
+
+    return {cell.metadata["nbgrader"]["grade_id"]: cell for cell in node.cells if is_autograded(cell)}
+
+
+def written_cells(node) -> dict[str, object]:
+    """``{grade_id: cell}`` of the written questions' answer cells (``grade`` and ``solution``) of a notebook."""
+    from lab.course.student import is_written
+
+    return {cell.metadata["nbgrader"]["grade_id"]: cell for cell in node.cells if is_written(cell)}
+
+
+def written_answers(submitted, source) -> dict[str, dict]:
+    """``{grade_id: {"possible", "answered", "status", "answer"}}`` for every written question of ``source``.
+
+    Nothing is scored: an answer is either not answered (missing, or as
+    released) or to be graded by hand.
+    """
+    from nbgrader.utils import determine_grade
+
+    cells = written_cells(submitted) if submitted is not None else {}
+    answers = {}
+    for grade_id, original in written_cells(source).items():
+        cell = cells.get(grade_id)
+        text = cell.source.strip() if cell is not None else ""
+        answered = bool(text) and text != TEXT_STUB and determine_grade(cell)[0] is None
+        answers[grade_id] = {"possible": float(original.metadata["nbgrader"]["points"]), "answered": answered,
+                             "status": TO_GRADE if answered else NOT_ANSWERED, "answer": text if answered else ""}
+    return answers
 
 
 def restore_cells(submission, source) -> list[str]:
@@ -147,10 +189,11 @@ def cell_text(cell) -> str:
 
 def grade_notebook(path: Path, source_dir: Path = SOURCE_DIR, parameters: dict | None = None,
                    work: Path | None = None, timeout: int = 600, keep: Path | None = None) -> dict:
-    """Autograde one submitted notebook; returns ``{"notebook", "earned", "possible", "exercises"}``.
+    """Autograde one submitted notebook; returns ``{"notebook", "earned", "possible", "exercises", "written"}``.
 
-    ``exercises`` maps each grade_id to ``{"earned", "possible", "error"}`` (and ``"output"``, what the
-    test cell printed, when it ran).
+    ``exercises`` maps each autograded grade_id to ``{"earned", "possible", "error"}`` (and ``"output"``,
+    what the test cell printed, when it ran); ``earned`` and ``possible`` sum them. ``written`` maps each
+    written question's grade_id to what :func:`written_answers` says (never scored).
     ``work``: the folder OUT_DIR/PRUNED_DIR point to. ``keep``: where to
     write the executed notebook (for feedback), if given.
     """
@@ -200,20 +243,20 @@ def grade_notebook(path: Path, source_dir: Path = SOURCE_DIR, parameters: dict |
             exercises[grade_id] = {"earned": 0.0, "possible": possible, "error": "missing"}
             continue
         earned, _ = determine_grade(cell)
-        manual = earned is None  # a written answer (solution and grade): nbgrader leaves it to formgrader
-        exercises[grade_id] = {"earned": float(earned or 0.0), "possible": possible,
-                               "error": "graded by hand (nbgrader's formgrader)" if manual else _first_error(cell),
+        exercises[grade_id] = {"earned": float(earned or 0.0), "possible": possible, "error": _first_error(cell),
                                "output": cell_text(cell)}
     return {"notebook": path.name, "path": str(path),
             "earned": sum(e["earned"] for e in exercises.values()),
-            "possible": sum(e["possible"] for e in exercises.values()), "exercises": exercises}
+            "possible": sum(e["possible"] for e in exercises.values()), "exercises": exercises,
+            "written": written_answers(node, source)}
 
 
 def _unreadable(path: Path, source, reason: str) -> dict:
     exercises = {grade_id: {"earned": 0.0, "possible": float(cell.metadata["nbgrader"]["points"]), "error": reason}
                  for grade_id, cell in grade_cells(source).items()}
     return {"notebook": path.name, "path": str(path), "earned": 0.0,
-            "possible": sum(e["possible"] for e in exercises.values()), "exercises": exercises}
+            "possible": sum(e["possible"] for e in exercises.values()), "exercises": exercises,
+            "written": written_answers(None, source)}
 
 
 def autograde(arguments, source_dir: Path = SOURCE_DIR, parameters: dict | None = None, work: Path | None = None,
@@ -233,7 +276,10 @@ def autograde(arguments, source_dir: Path = SOURCE_DIR, parameters: dict | None 
 
 
 def write_csv(results: list[dict], out: Path) -> Path:
-    """One row per student, notebook and exercise: points earned and possible, and why points were lost."""
+    """One row per student, notebook and exercise: points earned and possible, and why points were lost.
+
+    A written question's row has no points earned (an empty cell) and says whether it waits to be graded by hand.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as handle:
@@ -243,21 +289,33 @@ def write_csv(results: list[dict], out: Path) -> Path:
             for grade_id, exercise in result["exercises"].items():
                 writer.writerow([result["student"], result["notebook"], grade_id, f"{exercise['earned']:g}",
                                  f"{exercise['possible']:g}", exercise["error"]])
+            for grade_id, answer in result.get("written", {}).items():
+                writer.writerow([result["student"], result["notebook"], grade_id, "", f"{answer['possible']:g}",
+                                 answer["status"]])
     return out
 
 
 def format_results(results: list[dict]) -> str:
-    """A table a person reads: one line per exercise, a total per notebook and per student."""
+    """A table a person reads: one line per exercise and written question, a total per notebook and per student.
+
+    Totals are autograded points; the points of written questions follow them, as graded by hand.
+    """
     lines, totals = [], {}
     for result in results:
-        lines.append(f"{result['student']}  {result['notebook']}: {result['earned']:g} / {result['possible']:g}")
+        written = result.get("written", {})
+        by_hand = sum(answer["possible"] for answer in written.values())
+        extra = f" (+ {by_hand:g} graded by hand)" if written else ""
+        lines.append(f"{result['student']}  {result['notebook']}: {result['earned']:g} / {result['possible']:g}{extra}")
         for grade_id, exercise in result["exercises"].items():
             why = f"  ({exercise['error'][:150]})" if exercise["error"] else ""
             lines.append(f"    {grade_id:<32} {exercise['earned']:g} / {exercise['possible']:g}{why}")
-        earned, possible = totals.get(result["student"], (0.0, 0.0))
-        totals[result["student"]] = (earned + result["earned"], possible + result["possible"])
-    for student, (earned, possible) in totals.items():
-        lines.append(f"total {student}: {earned:g} / {possible:g}")
+        for grade_id, answer in written.items():
+            lines.append(f"    {grade_id:<32} - / {answer['possible']:g}  ({answer['status']})")
+        earned, possible, hand = totals.get(result["student"], (0.0, 0.0, 0.0))
+        totals[result["student"]] = (earned + result["earned"], possible + result["possible"], hand + by_hand)
+    for student, (earned, possible, hand) in totals.items():
+        extra = f" autograded, + {hand:g} points graded by hand" if hand else ""
+        lines.append(f"total {student}: {earned:g} / {possible:g}{extra}")
     return "\n".join(lines)
 
 

@@ -24,7 +24,12 @@ submission puts the student's files in ``/autograder/submission/`` and runs
 
 Notebooks are graded by :func:`lab.course.autograde.grade_notebook`, the
 code behind ``lab autograde``: one Gradescope test per exercise; a test whose
-cell holds hidden tests shows its output only after the due date. The
+cell holds hidden tests shows its output only after the due date. A written
+question (graded by hand, see :mod:`lab.course.student`) becomes a test
+without ``score`` or ``max_score`` (Gradescope shows its output and adds
+nothing): its name gives its points, its output the student's answer, and
+the top-level ``score`` counts the autograded points only. Its points belong
+in a manually graded question of the Gradescope assignment. The
 challenge is graded by :func:`lab.course.challenge.grade_class`: one test per
 BadNet, score = the challenge's score (0..100) scaled to ``--points``.
 
@@ -267,10 +272,13 @@ def _has_hidden_tests(cell) -> bool:
 
 
 def notebook_tests(submission: Path, source_dir: Path, config: dict, lab_root: Path) -> tuple[list[dict], list[str]]:
-    """One Gradescope test per exercise of every configured notebook, and notes for the top-level output."""
+    """One Gradescope test per exercise and per written question of every configured notebook, and notes.
+
+    The notes go to the top-level output; a written question's test has no score (see the module docstring).
+    """
     import nbformat
 
-    from lab.course.autograde import grade_cells, grade_notebook, is_notebook
+    from lab.course.autograde import grade_cells, grade_notebook, is_notebook, written_answers
 
     found: dict[str, Path] = {}
     for path in sorted(submission.rglob("*.ipynb")):
@@ -288,7 +296,8 @@ def notebook_tests(submission: Path, source_dir: Path, config: dict, lab_root: P
             else:
                 result = {"exercises": {grade_id: {"earned": 0.0, "error": f"{name} was not submitted", "output": "",
                                                    "possible": float(cell.metadata["nbgrader"]["points"])}
-                                        for grade_id, cell in grade_cells(source).items()}}
+                                        for grade_id, cell in grade_cells(source).items()},
+                          "written": written_answers(None, source)}
                 notes.append(f"{name} was not submitted (upload it with that file name)")
             for grade_id, exercise in result["exercises"].items():
                 lost = exercise["earned"] < exercise["possible"]
@@ -299,6 +308,15 @@ def notebook_tests(submission: Path, source_dir: Path, config: dict, lab_root: P
                               "max_score": exercise["possible"], "status": "failed" if lost else "passed",
                               "output": _readable(text or "passed"),
                               "visibility": "after_due_date" if hidden.get(grade_id) else "visible"})
+            for grade_id, answer in result.get("written", {}).items():
+                text = (f"{answer['possible']:g} points, graded by hand, not by this autograder.\n\n"
+                        + (f"Your answer:\n{answer['answer']}" if answer["answered"] else "Not answered."))
+                tests.append({"name": f"{Path(name).stem}: {grade_id} (written, {answer['possible']:g} points "
+                                      "graded by hand)", "output": _readable(text), "visibility": "visible"})
+            by_hand = sum(answer["possible"] for answer in result.get("written", {}).values())
+            if by_hand:
+                notes.append(f"{name}: {by_hand:g} points of written questions are graded by hand, "
+                             "not in this score")
     return tests, notes
 
 
@@ -354,7 +372,7 @@ def run_autograder(root: str | Path = AUTOGRADER) -> dict:
             if not (lab_root / "data").is_dir():
                 raise RuntimeError(f"{lab_root}/data is missing: setup.sh did not build the lab's data")
             tests, notes = notebook_tests(submission, source / "notebooks", config, lab_root)
-        results = {"score": round(sum(t["score"] for t in tests), 4), "tests": tests,
+        results = {"score": round(sum(t.get("score", 0.0) for t in tests), 4), "tests": tests,
                    "output": "\n".join(notes), "stdout_visibility": "hidden"}
     except Exception as error:  # noqa: BLE001 - the student must get a results.json, not a crashed autograder
         traceback.print_exc()

@@ -23,9 +23,10 @@ each other's models.
 ``-p NAME VALUE`` bakes a parameter into every course notebook that
 declares it (the same parameters ``lab autograde -p`` takes), e.g. ``-p
 LAB_ROOT /srv/course-data`` or small sample counts for a quick class run.
-Manually graded answers (nbgrader cells with ``solution`` and ``grade``, or
-``task`` cells) need nothing here: nbgrader's own preprocessors keep them
-for formgrader.
+The written questions of the notebooks (manually graded answer cells:
+``solution`` and ``grade``, see :mod:`lab.course.student`) need nothing
+here: nbgrader's own preprocessors give them no autograde score and keep
+them for formgrader.
 """
 
 from __future__ import annotations

@@ -9,7 +9,16 @@ source, solutions inside, as nbgrader does it):
 - an **autograded test cell** (``nbgrader.grade: true``, ``points``,
   ``locked``) checks the answer; lines between ``### BEGIN HIDDEN TESTS`` and
   ``### END HIDDEN TESTS`` are taken out of the student copy and put back by
-  ``python -m lab autograde`` (:mod:`lab.course.autograde`).
+  ``python -m lab autograde`` (:mod:`lab.course.autograde`);
+- a **written question** is a manually graded answer cell: a markdown
+  cell with ``nbgrader.grade`` and ``nbgrader.solution`` both true and its
+  ``points``, whose source holds a model answer between ``### BEGIN
+  SOLUTION`` and ``### END SOLUTION`` (what a good answer contains, for the
+  person grading); the student copy has ``YOUR ANSWER HERE`` there. The
+  question itself, its points in its heading, is the markdown cell above.
+  As in nbgrader, such a cell is never autograded: ``nbgrader autograde``
+  leaves its score to formgrader, and ``python -m lab autograde`` and the
+  Gradescope zip list its points apart, as to be graded by hand.
 
 :func:`render_all` runs nbgrader's real ``GenerateAssignment`` converter on
 a temporary course folder (``source/lab/*.ipynb`` -> ``release/lab/``), with
@@ -21,7 +30,9 @@ autograder reads the hidden tests from the source notebooks instead), so
 Before nbgrader runs, :func:`check_metadata` refuses, in one line naming
 the notebook and cell, what nbgrader would report as a traceback: a solution
 region in a cell not marked as a solution, hidden tests outside a test cell,
-a test cell without points, duplicate ``grade_id`` values.
+a test cell without points, duplicate ``grade_id`` values, a written
+question that is not a markdown cell or holds no model answer, a
+manually graded *task* cell (the lab's graders do not report them).
 """
 
 from __future__ import annotations
@@ -48,10 +59,31 @@ def source_notebooks(directory: Path = SOURCE_DIR) -> list[Path]:
     return sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb") if not p.name.endswith(".nbconvert.ipynb"))
 
 
+def is_autograded(cell) -> bool:
+    """An autograded test cell: ``grade`` without ``solution``."""
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("grade")) and not meta.get("solution")
+
+
+def is_written(cell) -> bool:
+    """A manually graded answer (a written question's answer cell): ``grade`` and ``solution``."""
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("grade")) and bool(meta.get("solution"))
+
+
+def _points(cells) -> list[dict]:
+    return [{"grade_id": cell.metadata["nbgrader"]["grade_id"], "points": float(cell.metadata["nbgrader"]["points"])}
+            for cell in cells]
+
+
 def exercises(node) -> list[dict]:
     """The autograded test cells of a notebook, in order: ``[{"grade_id", "points"}]``."""
-    return [{"grade_id": cell.metadata["nbgrader"]["grade_id"], "points": float(cell.metadata["nbgrader"]["points"])}
-            for cell in node.cells if cell.metadata.get("nbgrader", {}).get("grade")]
+    return _points(cell for cell in node.cells if is_autograded(cell))
+
+
+def written_questions(node) -> list[dict]:
+    """The manually graded answer cells of a notebook, in order: ``[{"grade_id", "points"}]``."""
+    return _points(cell for cell in node.cells if is_written(cell))
 
 
 def check_metadata(node, name: str = "notebook") -> None:
@@ -78,6 +110,13 @@ def check_metadata(node, name: str = "notebook") -> None:
             raise LabInputError(where, "points > 0 in an autograded cell", repr(meta.get("points")))
         if meta.get("solution") and BEGIN not in source and cell.cell_type == "code":
             raise LabInputError(where, f"a '{BEGIN}' region in a solution cell", "none")
+        if meta.get("task"):
+            raise LabInputError(where, "an autograded test or a written question (grade and solution)",
+                                "a manually graded task cell")
+        if is_written(cell) and cell.cell_type != "markdown":
+            raise LabInputError(where, "a written question's answer in a markdown cell", f"a {cell.cell_type} cell")
+        if is_written(cell) and BEGIN not in source:
+            raise LabInputError(where, f"a model answer between '{BEGIN}' and '{END}' in a written question", "none")
 
 
 def _generate(source_dir: Path, out_dir: Path, names: list[str]) -> None:
@@ -129,11 +168,17 @@ class _Collect(logging.Handler):
         self.errors.append(record.getMessage())
 
 
-def _readme(summary: dict[str, list[dict]]) -> str:
-    rows = "\n".join(f"| `{name}` | {len(items)} | {sum(i['points'] for i in items):g} | "
-                     + ", ".join(f"`{i['grade_id']}` ({i['points']:g})" for i in items) + " |"
+def _cells(items: list[dict]) -> str:
+    return ", ".join(f"`{i['grade_id']}` ({i['points']:g})" for i in items) or "none"
+
+
+def _readme(summary: dict[str, dict[str, list[dict]]]) -> str:
+    """``summary``: ``{notebook: {"exercises": [...], "written": [...]}}`` (see :func:`exercises`)."""
+    rows = "\n".join(f"| `{name}` | {len(items['exercises'])} | {sum(i['points'] for i in items['exercises']):g} | "
+                     f"{_cells(items['exercises'])} | {_cells(items['written'])} |"
                      for name, items in summary.items())
-    total = sum(i["points"] for items in summary.values() for i in items)
+    total = sum(i["points"] for items in summary.values() for i in items["exercises"])
+    written = sum(i["points"] for items in summary.values() for i in items["written"])
     return f"""# Student copies of the notebooks
 
 Generated by nbgrader's `generate_assignment` (`python -m lab student`, `make student`)
@@ -147,11 +192,16 @@ Each exercise has a check cell: run it after your answer; it says what is
 wrong. Instructors grade with `python -m lab autograde DIR` (hidden tests put
 back from `notebooks/`).
 
-| Notebook | Exercises | Points | Autograded cells (points) |
-|---|---|---|---|
+Each written question (its points in its heading) asks what the results of
+your own run mean: write your answer, with the numbers your run printed, in
+the cell below it (`YOUR ANSWER HERE`). Written answers are graded by hand
+(nbgrader's formgrader), never by the autograder.
+
+| Notebook | Exercises | Autograded points | Autograded cells (points) | Written questions, graded by hand (points) |
+|---|---|---|---|---|
 {rows}
 
-Total: {total:g} points.
+Total: {total:g} autograded points and {written:g} points of written questions graded by hand.
 """
 
 
@@ -164,7 +214,7 @@ def render_all(source_dir: Path = SOURCE_DIR) -> dict[str, str]:
     for path in paths:
         node = nbformat.read(path, as_version=4)
         check_metadata(node, path.name)
-        summary[path.name] = exercises(node)
+        summary[path.name] = {"exercises": exercises(node), "written": written_questions(node)}
     files = {}
     with tempfile.TemporaryDirectory() as out:
         _generate(Path(source_dir), Path(out), [p.name for p in paths])

@@ -86,7 +86,8 @@ def test_exercise_notebooks_have_graded_exercises_with_points():
     points = {path.stem: [e["points"] for e in student.exercises(nbformat.read(path, as_version=4))] for path in SOURCES}
     written = {path.stem: [e["points"] for e in student.written_questions(nbformat.read(path, as_version=4))]
                for path in SOURCES}
-    for stem in ["01_badnet", "02_activations", "03_pruning", "04_goodnet", "05_fine_pruning"]:
+    for stem in ["01_badnet", "02_activations", "03_pruning", "04_goodnet", "05_fine_pruning", "06_reverse_and_unlearn",
+                 "07_defenses_compared"]:
         assert points[stem] and all(p > 0 for p in points[stem]), stem
         assert written[stem] and all(p > 0 for p in written[stem]), stem
     readme = (STUDENT_DIR / "README.md").read_text()

@@ -32,9 +32,10 @@ class Published:
     table: ``pandas.DataFrame``, the harness's columns (``badnet``, ``defense``,
     ``kind``, ``seed``, ``clean_after``, ``asr_after``, ``detection``,
     ``false_positives``, ``seconds``, ``goal``, ...); command: the harness's
-    command line; commit: the git commit it ran at (``-dirty`` when ``lab/``
-    had uncommitted changes); date: ISO date of publishing; badnets:
-    ``{name: SHA-256 of its bd_net.h5}``.
+    command line; commit: the checkout's git commit when the table was
+    published (``-dirty`` when ``lab/`` had uncommitted changes; the harness
+    caches rows across runs, so an earlier commit may have computed some);
+    date: ISO date of publishing; badnets: ``{name: SHA-256 of its bd_net.h5}``.
     """
 
     table: object

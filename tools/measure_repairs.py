@@ -443,7 +443,7 @@ def write_table(out: Path) -> tuple[Path, Path]:
 def _git(*arguments: str) -> str:
     import subprocess
 
-    done = subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, text=True, encoding="utf-8")
     return done.stdout.strip() if done.returncode == 0 else ""
 
 

@@ -448,7 +448,9 @@ def _git(*arguments: str) -> str:
 
 
 def publish(out: Path, argv: list[str], directory: Path | None = None) -> tuple[Path, Path]:
-    """Copy the table of ``out`` to the package's results (:mod:`lab.evaluation.results`), with its provenance.
+    """Copy the table of ``out`` (written by :func:`write_table`) to the package's results, with its provenance.
+
+    The package's results are what :mod:`lab.evaluation.results` reads.
 
     The provenance names the command, the commit (``-dirty`` when ``lab/``
     has uncommitted changes), the date and the SHA-256 of each BadNet in the
@@ -461,7 +463,9 @@ def publish(out: Path, argv: list[str], directory: Path | None = None) -> tuple[
     from lab.io.models import sha256_file
 
     directory = directory or results.RESULTS_DIR
-    csv_path, _ = write_table(out)
+    csv_path = out / "repairs.csv"
+    if not csv_path.is_file():
+        raise SystemExit(f"error: {csv_path}: expected the table to publish, found no such file (run --table first)")
     badnets = {}
     for info_path in sorted((out / "rows").glob("*/_badnet.json")):
         name = info_path.parent.name.rsplit("-", 1)[0]
